@@ -1,0 +1,1 @@
+"""Dense bundle adjustment over keyframe poses, inverse depths and focal length."""

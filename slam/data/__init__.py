@@ -1,0 +1,4 @@
+"""Readers for every input a user has, and the synthetic worlds."""
+from slam.data.sequence import Frame, InputError, Sequence
+
+__all__ = ["Frame", "InputError", "Sequence"]

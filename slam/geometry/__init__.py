@@ -1,0 +1,1 @@
+"""Geometry core: Lie groups (via pypose), pinhole camera, projective operations."""
