@@ -1,0 +1,335 @@
+"""Dense bundle adjustment: Levenberg-Marquardt over keyframe poses, per-pixel
+inverse depths and (optionally) one shared focal length.
+
+Problem
+-------
+Variables: N world-to-camera poses ``G`` (SE3), inverse-depth maps ``d``
+(N, H, W) and optionally the focal ``f`` (``fx = f``, ``fy = a f``).  For each
+frame-graph edge ``(i, j)`` and pixel ``p`` of frame i the residual is
+
+    r_ijp = target_ijp - pi(G_j G_i^{-1}, d_ip)            (2-vector, pixels)
+
+weighted by per-pixel, per-coordinate weights ``w_ijp`` (zero for outliers or
+invalid points).  An optional prior ``alpha_p (d_p - d_prior_p)^2`` pulls
+inverse depths towards a monocular estimate.  The cost is
+``sum w r^2 + sum alpha (d - d_prior)^2``.
+
+Solver
+------
+Each iteration linearises once, then solves the damped normal equations
+
+    [ B + lambda diag(B) + eps    E                        ] [dx]   [v]
+    [ E^T                         C (1 + lambda) + eta     ] [dd] = [w]
+
+where ``x`` stacks the free poses' left twists ``[tau, phi]`` (and the focal).
+The depth block C is diagonal, so it is eliminated with the Schur complement
+``S = B - E C^{-1} E^T``; ``S`` is dense (6N+1)^2 and solved by Cholesky.
+The step is accepted when the cost decreases (lambda shrinks) and otherwise
+rejected and re-solved with a larger lambda, without re-linearising.
+
+Gauge: the poses listed as fixed (by default the first one) are held.
+Inverse depths are clamped to at least ``min_disp`` after each step.
+
+The assembly uses only batched tensor ops and ``index_add_`` (no Python loops
+over pixels or edges) and runs on whatever device/dtype the inputs live on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pypose as pp
+import torch
+
+from slam.geometry.lie import retract
+from slam.geometry.projective import DEFAULT_MIN_DEPTH_RATIO, project_edges
+
+
+@dataclass
+class LMOptions:
+    """Tunables of the solver (defaults mirrored in ``configs/ba/default.yaml``)."""
+
+    iters: int = 10                #: linearisations (LM iterations)
+    lambda_init: float = 1e-4      #: initial LM damping (relative to the diagonal)
+    lambda_up: float = 10.0        #: damping multiplier after a rejected step
+    lambda_down: float = 0.1       #: damping multiplier after an accepted step
+    lambda_max: float = 1e6        #: give up the iteration beyond this damping
+    max_tries: int = 5             #: re-solves per iteration before giving up
+    eps_pose: float = 1e-6         #: absolute damping on the pose/focal block
+    eps_disp: float = 1e-6         #: absolute damping on the depth block
+    min_disp: float = 1e-3         #: inverse depths are clamped to >= this
+    min_depth_ratio: float = DEFAULT_MIN_DEPTH_RATIO  #: validity threshold (see projective)
+    rel_tol: float = 1e-8          #: stop when the relative cost decrease is below this
+    adaptive: bool = True          #: accept/reject steps; False = plain damped Gauss-Newton
+
+
+@dataclass
+class BAResult:
+    """Output of :func:`bundle_adjust`.
+
+    Attributes:
+        poses: (N, 7) SE3 world-to-camera.
+        disps: (N, H, W) inverse depths.
+        intrinsics: (4,) ``[fx, fy, cx, cy]``.
+        costs: cost after each accepted iteration (index 0 = initial cost).
+        iterations: number of linearisations done.
+        focal_information: the focal entry of the Schur complement at the last
+            linearisation (how strongly the data constrain ``f``; 0 if fixed).
+    """
+
+    poses: pp.LieTensor
+    disps: torch.Tensor
+    intrinsics: torch.Tensor
+    costs: list[float] = field(default_factory=list)
+    iterations: int = 0
+    focal_information: float = 0.0
+
+
+def _group_slots(ii: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
+    """Rank of each edge among the edges leaving the same frame, and the max out-degree."""
+    E = ii.numel()
+    order = torch.argsort(ii * (E + 1) + torch.arange(E, device=ii.device))
+    counts = torch.bincount(ii, minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(ii)
+    rank[order] = torch.arange(E, device=ii.device) - starts[ii[order]]
+    return rank, int(counts.max().item()) if E else 0
+
+
+class DenseBA:
+    """A dense BA problem with a fixed frame graph; see the module docstring.
+
+    Args:
+        ii, jj: (E,) long edge endpoints (source i, target j), ``i != j``.
+        target: (E, H, W, 2) target pixel coordinates in frame j.
+        weight: (E, H, W, 2) non-negative weights (0 = ignore).
+        n_frames: N.
+        fixed: indices (or a bool mask of shape (N,)) of poses held constant.
+        optimize_focal: also estimate the shared focal length.
+        disp_prior: optional (N, H, W) prior inverse depths.
+        prior_weight: optional (N, H, W) or scalar weight alpha of the prior.
+        options: :class:`LMOptions`.
+    """
+
+    def __init__(self, ii: torch.Tensor, jj: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                 n_frames: int, fixed: torch.Tensor | list[int] | int = 1, optimize_focal: bool = False,
+                 disp_prior: torch.Tensor | None = None, prior_weight: torch.Tensor | float | None = None,
+                 options: LMOptions | None = None) -> None:
+        if (ii == jj).any():
+            raise ValueError("edges must join two different frames")
+        self.ii, self.jj = ii.long(), jj.long()
+        self.target, self.weight = target, weight
+        self.N = n_frames
+        self.opt = options or LMOptions()
+        self.optimize_focal = optimize_focal
+        dev = target.device
+        mask = torch.zeros(n_frames, dtype=torch.bool, device=dev)
+        if isinstance(fixed, int):
+            mask[:fixed] = True
+        elif isinstance(fixed, torch.Tensor) and fixed.dtype == torch.bool:
+            mask = fixed.to(dev).clone()
+        else:
+            mask[torch.as_tensor(fixed, dtype=torch.long, device=dev)] = True
+        self.fixed_mask = mask
+        self.disp_prior = disp_prior
+        if prior_weight is not None and not torch.is_tensor(prior_weight):
+            prior_weight = torch.as_tensor(float(prior_weight), dtype=target.dtype, device=dev)
+        self.prior_weight = prior_weight if disp_prior is not None else None
+        # Free variables of the reduced system: 6 per free pose, then the focal.
+        D = 6 * n_frames + 1
+        free = torch.arange(D, device=dev).view(-1)
+        keep = torch.ones(D, dtype=torch.bool, device=dev)
+        keep[:-1] = ~mask.repeat_interleave(6)
+        keep[-1] = optimize_focal
+        self.free = free[keep]
+        self.D = D
+        self.rank, self.maxdeg = _group_slots(self.ii, n_frames)
+        self._build_index()
+
+    # ------------------------------------------------------------------ indexing
+    def _build_index(self) -> None:
+        """Global variable index of every row of the per-frame E blocks and per-edge H blocks."""
+        N, D, dev = self.N, self.D, self.ii.device
+        S = 1 + self.maxdeg
+        c6 = torch.arange(6, device=dev)
+        gidx = torch.full((N, S, 6), D, dtype=torch.long, device=dev)  # D = dump row
+        gidx[:, 0] = 6 * torch.arange(N, device=dev)[:, None] + c6
+        gidx[self.ii, 1 + self.rank] = 6 * self.jj[:, None] + c6
+        self.row_index = torch.cat([gidx.view(N, 6 * S),
+                                    torch.full((N, 1), D - 1, dtype=torch.long, device=dev)], 1)  # (N, R)
+        self.edge_index = torch.cat([6 * self.ii[:, None] + c6, 6 * self.jj[:, None] + c6,
+                                     torch.full_like(self.ii[:, None], D - 1)], 1)  # (E, 13)
+
+    # ---------------------------------------------------------------- evaluation
+    def cost(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor) -> float:
+        """Weighted squared error at the given estimate (plus the depth prior)."""
+        pr = project_edges(poses, disps, intrinsics, self.ii, self.jj, min_depth_ratio=self.opt.min_depth_ratio)
+        w = self.weight * pr.valid[..., None]
+        c = (w * (self.target - pr.coords) ** 2).sum()
+        if self.disp_prior is not None:
+            c = c + (self.prior_weight * (disps - self.disp_prior) ** 2).sum()
+        return float(c)
+
+    def linearize(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor) -> dict:
+        """Assemble the normal equations at the current estimate.
+
+        Returns a dict with ``H`` (D+1, D+1) pose/focal block (last row = dump),
+        ``g`` (D+1,), ``C`` (N, HW) depth diagonal, ``w`` (N, HW) depth gradient,
+        ``Q`` (N, R, HW) pose/focal-depth coupling rows and ``cost``.
+        """
+        N, D = self.N, self.D
+        ii, jj = self.ii, self.jj
+        E = ii.numel()
+        pr = project_edges(poses, disps, intrinsics, ii, jj, jacobians=True,
+                           min_depth_ratio=self.opt.min_depth_ratio)
+        H_, W_ = disps.shape[-2:]
+        P = H_ * W_
+        wt = (self.weight * pr.valid[..., None]).reshape(E, P, 2)
+        r = (self.target - pr.coords).reshape(E, P, 2)
+        cost = (wt * r * r).sum()
+        Jd = pr.Jd.reshape(E, P, 2)
+        # Only [Jj | Jf] is formed per pixel; since Ji = -Jj Ad(G_ij), every block
+        # involving pose i follows from the 7x7 moments through M = [[-Ad, I, 0], [0, 0, 1]].
+        J7 = pr.Jjf.reshape(E, P * 2, 7)
+        J7w = J7 * wt.reshape(E, P * 2, 1)
+        H7 = J7w.transpose(1, 2) @ J7  # (E, 7, 7)
+        g7 = (J7w.transpose(1, 2) @ r.reshape(E, P * 2, 1))[..., 0]  # (E, 7)
+        M = torch.zeros(E, 7, 13, dtype=r.dtype, device=r.device)
+        M[:, :6, :6] = -pr.adj
+        M[:, :6, 6:12] = torch.eye(6, dtype=r.dtype, device=r.device)
+        M[:, 6, 12] = 1.0
+        Mt = M.transpose(1, 2)
+        He = Mt @ H7 @ M  # (E, 13, 13) over [xi_i, xi_j, f]
+        ge = (Mt @ g7[..., None])[..., 0]
+        idx = self.edge_index
+        Hflat = torch.zeros((D + 1) * (D + 1), dtype=r.dtype, device=r.device)
+        Hflat.index_add_(0, (idx[:, :, None] * (D + 1) + idx[:, None, :]).reshape(-1), He.reshape(-1))
+        g = torch.zeros(D + 1, dtype=r.dtype, device=r.device)
+        g.index_add_(0, idx.reshape(-1), ge.reshape(-1))
+        # depth diagonal and gradient
+        wJd = wt * Jd
+        C = torch.zeros(N, P, dtype=r.dtype, device=r.device)
+        C.index_add_(0, ii, (wJd * Jd).sum(-1))
+        w = torch.zeros(N, P, dtype=r.dtype, device=r.device)
+        w.index_add_(0, ii, (wJd * r).sum(-1))
+        # coupling rows E7 = sum_c [Jj | Jf]^T w Jd -> (E, P, 7); pose-i rows = -E7[:6] Ad
+        E7 = (J7w.reshape(E, P, 2, 7) * Jd[..., None]).sum(2)
+        Ej = E7[..., :6]
+        Ei = -(Ej @ pr.adj)
+        S = 1 + self.maxdeg
+        Q = torch.zeros(N, S, P, 6, dtype=r.dtype, device=r.device)
+        Q[:, 0].index_add_(0, ii, Ei)
+        Q[ii, 1 + self.rank] = Ej
+        Qf = torch.zeros(N, P, dtype=r.dtype, device=r.device)
+        Qf.index_add_(0, ii, E7[..., 6])
+        Q = torch.cat([Q.permute(0, 1, 3, 2).reshape(N, 6 * S, P), Qf[:, None]], 1)  # (N, R, P)
+        if self.disp_prior is not None:
+            a = self.prior_weight.expand_as(disps).reshape(N, P)
+            C = C + a
+            w = w + a * (self.disp_prior - disps).reshape(N, P)
+            cost = cost + (a * (disps.reshape(N, P) - self.disp_prior.reshape(N, P)) ** 2).sum()
+        return {"H": Hflat.view(D + 1, D + 1), "g": g, "C": C, "w": w, "Q": Q, "cost": float(cost)}
+
+    # --------------------------------------------------------------------- solve
+    def solve(self, lin: dict, lam: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Damped Schur-complement solve.
+
+        Returns:
+            ``(dx (D,), dd (N, HW), focal_information)`` where dx holds all
+            pose twists and the focal step (zeros for fixed variables).
+        """
+        o = self.opt
+        D = self.D
+        H, g, C, w, Q = lin["H"], lin["g"], lin["C"], lin["w"], lin["Q"]
+        Cd = C * (1.0 + lam) + o.eps_disp
+        Cinv = 1.0 / Cd
+        M = (Q * Cinv[:, None]) @ Q.transpose(1, 2)  # (N, R, R)
+        v = (Q @ (Cinv * w)[..., None])[..., 0]  # (N, R)
+        ridx = self.row_index
+        Sflat = H.reshape(-1).clone()
+        Sflat.index_add_(0, (ridx[:, :, None] * (D + 1) + ridx[:, None, :]).reshape(-1), -M.reshape(-1))
+        rhs = g.clone()
+        rhs.index_add_(0, ridx.reshape(-1), -v.reshape(-1))
+        S = Sflat.view(D + 1, D + 1)[:D, :D]
+        free = self.free
+        Sf = S[free][:, free]
+        diag = torch.diagonal(Sf)
+        Sf = Sf + torch.diag(lam * diag.clamp(min=0) + o.eps_pose)
+        dx = torch.zeros(D + 1, dtype=g.dtype, device=g.device)
+        if free.numel():
+            L, info = torch.linalg.cholesky_ex(Sf)
+            if int(info) == 0:
+                sol = torch.cholesky_solve(rhs[free][:, None], L)[:, 0]
+            else:
+                sol = torch.linalg.lstsq(Sf, rhs[free][:, None]).solution[:, 0]
+            dx[free] = sol
+        dx[D] = 0.0
+        dd = Cinv * (w - (Q * dx[ridx][..., None]).sum(1))
+        f_info = float(S[D - 1, D - 1]) if self.optimize_focal else 0.0
+        return dx[:D], dd, f_info
+
+    def apply(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor,
+              dx: torch.Tensor, dd: torch.Tensor) -> tuple[pp.LieTensor, torch.Tensor, torch.Tensor]:
+        """Retract poses on the left, add depth steps (clamped), and update the focal."""
+        xi = dx[:-1].view(self.N, 6)
+        new_poses = retract(poses, xi)
+        new_disps = (disps + dd.view_as(disps)).clamp(min=self.opt.min_disp)
+        K = intrinsics
+        if self.optimize_focal:
+            f = K[0] + dx[-1]
+            K = torch.stack([f, f * K[1] / K[0], K[2], K[3]])
+        return new_poses, new_disps, K
+
+    def run(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor) -> BAResult:
+        """Iterate Levenberg-Marquardt from the given estimate (inputs are not modified)."""
+        o = self.opt
+        lam = o.lambda_init
+        poses, disps, K = poses.detach().clone(), disps.detach().clone(), intrinsics.detach().clone()
+        res = BAResult(poses, disps, K)
+        cost = None
+        for it in range(o.iters):
+            lin = self.linearize(poses, disps, K)
+            cost = lin["cost"] if cost is None else cost
+            if not res.costs:
+                res.costs.append(lin["cost"])
+            res.iterations = it + 1
+            for _ in range(o.max_tries if o.adaptive else 1):
+                dx, dd, res.focal_information = self.solve(lin, lam)
+                cand = self.apply(poses, disps, K, dx, dd)
+                if not o.adaptive:
+                    poses, disps, K = cand
+                    cost = self.cost(*cand)
+                    break
+                new_cost = self.cost(*cand)
+                if new_cost < lin["cost"]:
+                    poses, disps, K = cand
+                    cost = new_cost
+                    lam = max(lam * o.lambda_down, 1e-12)
+                    break
+                lam *= o.lambda_up
+                if lam > o.lambda_max:
+                    break
+            else:
+                res.costs.append(cost)
+                break
+            res.costs.append(cost)
+            if lin["cost"] > 0 and (lin["cost"] - cost) <= o.rel_tol * lin["cost"]:
+                break
+        res.poses, res.disps, res.intrinsics = poses, disps, K
+        return res
+
+
+def bundle_adjust(poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor,
+                  ii: torch.Tensor, jj: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *,
+                  fixed: torch.Tensor | list[int] | int = 1, optimize_focal: bool = False,
+                  disp_prior: torch.Tensor | None = None, prior_weight: torch.Tensor | float | None = None,
+                  options: LMOptions | None = None) -> BAResult:
+    """Run dense BA; see :class:`DenseBA` for the arguments and the module doc for the model.
+
+    Args:
+        poses: (N, 7) SE3 world-to-camera initial poses.
+        disps: (N, H, W) initial inverse depths.
+        intrinsics: (4,) ``[fx, fy, cx, cy]`` at the resolution of ``disps``.
+    """
+    ba = DenseBA(ii, jj, target, weight, poses.shape[0], fixed=fixed, optimize_focal=optimize_focal,
+                 disp_prior=disp_prior, prior_weight=prior_weight, options=options)
+    return ba.run(poses, disps, intrinsics)
