@@ -53,10 +53,10 @@ class LMOptions:
     lambda_up: float = 10.0        #: damping multiplier after a rejected step
     lambda_down: float = 0.1       #: damping multiplier after an accepted step
     lambda_max: float = 1e6        #: give up the iteration beyond this damping
-    max_tries: int = 5             #: re-solves per iteration before giving up
+    max_tries: int = 8             #: re-solves per iteration before giving up
     eps_pose: float = 1e-6         #: absolute damping on the pose/focal block
     eps_disp: float = 1e-6         #: absolute damping on the depth block
-    min_disp: float = 1e-3         #: inverse depths are clamped to >= this
+    min_disp: float = 1e-6         #: inverse depths are clamped to >= this (0 = points at infinity)
     min_depth_ratio: float = DEFAULT_MIN_DEPTH_RATIO  #: validity threshold (see projective)
     rel_tol: float = 1e-8          #: stop when the relative cost decrease is below this
     adaptive: bool = True          #: accept/reject steps; False = plain damped Gauss-Newton
@@ -108,12 +108,14 @@ class DenseBA:
         disp_prior: optional (N, H, W) prior inverse depths.
         prior_weight: optional (N, H, W) or scalar weight alpha of the prior.
         options: :class:`LMOptions`.
+        optimize_disps: False holds the inverse depths constant (pose-only
+            refinement, e.g. the trajectory filler).
     """
 
     def __init__(self, ii: torch.Tensor, jj: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                  n_frames: int, fixed: torch.Tensor | list[int] | int = 1, optimize_focal: bool = False,
                  disp_prior: torch.Tensor | None = None, prior_weight: torch.Tensor | float | None = None,
-                 options: LMOptions | None = None) -> None:
+                 options: LMOptions | None = None, optimize_disps: bool = True) -> None:
         if (ii == jj).any():
             raise ValueError("edges must join two different frames")
         self.ii, self.jj = ii.long(), jj.long()
@@ -121,6 +123,7 @@ class DenseBA:
         self.N = n_frames
         self.opt = options or LMOptions()
         self.optimize_focal = optimize_focal
+        self.optimize_disps = optimize_disps
         dev = target.device
         mask = torch.zeros(n_frames, dtype=torch.bool, device=dev)
         if isinstance(fixed, int):
@@ -164,9 +167,9 @@ class DenseBA:
         """Weighted squared error at the given estimate (plus the depth prior)."""
         pr = project_edges(poses, disps, intrinsics, self.ii, self.jj, min_depth_ratio=self.opt.min_depth_ratio)
         w = self.weight * pr.valid[..., None]
-        c = (w * (self.target - pr.coords) ** 2).sum()
+        c = (w * (self.target - pr.coords) ** 2).sum(dtype=torch.float64)
         if self.disp_prior is not None:
-            c = c + (self.prior_weight * (disps - self.disp_prior) ** 2).sum()
+            c = c + (self.prior_weight * (disps - self.disp_prior) ** 2).sum(dtype=torch.float64)
         return float(c)
 
     def linearize(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor) -> dict:
@@ -185,7 +188,7 @@ class DenseBA:
         P = H_ * W_
         wt = (self.weight * pr.valid[..., None]).reshape(E, P, 2)
         r = (self.target - pr.coords).reshape(E, P, 2)
-        cost = (wt * r * r).sum()
+        cost = (wt * r * r).sum(dtype=torch.float64)
         Jd = pr.Jd.reshape(E, P, 2)
         # Only [Jj | Jf] is formed per pixel; since Ji = -Jj Ad(G_ij), every block
         # involving pose i follows from the 7x7 moments through M = [[-Ad, I, 0], [0, 0, 1]].
@@ -226,7 +229,7 @@ class DenseBA:
             a = self.prior_weight.expand_as(disps).reshape(N, P)
             C = C + a
             w = w + a * (self.disp_prior - disps).reshape(N, P)
-            cost = cost + (a * (disps.reshape(N, P) - self.disp_prior.reshape(N, P)) ** 2).sum()
+            cost = cost + (a * (disps.reshape(N, P) - self.disp_prior.reshape(N, P)) ** 2).sum(dtype=torch.float64)
         return {"H": Hflat.view(D + 1, D + 1), "g": g, "C": C, "w": w, "Q": Q, "cost": float(cost)}
 
     # --------------------------------------------------------------------- solve
@@ -241,7 +244,7 @@ class DenseBA:
         D = self.D
         H, g, C, w, Q = lin["H"], lin["g"], lin["C"], lin["w"], lin["Q"]
         Cd = C * (1.0 + lam) + o.eps_disp
-        Cinv = 1.0 / Cd
+        Cinv = 1.0 / Cd if self.optimize_disps else torch.zeros_like(Cd)
         M = (Q * Cinv[:, None]) @ Q.transpose(1, 2)  # (N, R, R)
         v = (Q @ (Cinv * w)[..., None])[..., 0]  # (N, R)
         ridx = self.row_index
@@ -280,39 +283,41 @@ class DenseBA:
         return new_poses, new_disps, K
 
     def run(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor) -> BAResult:
-        """Iterate Levenberg-Marquardt from the given estimate (inputs are not modified)."""
+        """Iterate Levenberg-Marquardt from the given estimate (inputs are not modified).
+
+        Each iteration linearises once and tries up to ``max_tries`` damped
+        steps; it stops when no step lowers the cost, or when an undamped
+        (``lambda <= lambda_init``) step lowers it by less than ``rel_tol``.
+        """
         o = self.opt
         lam = o.lambda_init
         poses, disps, K = poses.detach().clone(), disps.detach().clone(), intrinsics.detach().clone()
         res = BAResult(poses, disps, K)
-        cost = None
         for it in range(o.iters):
             lin = self.linearize(poses, disps, K)
-            cost = lin["cost"] if cost is None else cost
             if not res.costs:
                 res.costs.append(lin["cost"])
             res.iterations = it + 1
+            accepted = False
             for _ in range(o.max_tries if o.adaptive else 1):
                 dx, dd, res.focal_information = self.solve(lin, lam)
                 cand = self.apply(poses, disps, K, dx, dd)
-                if not o.adaptive:
-                    poses, disps, K = cand
-                    cost = self.cost(*cand)
-                    break
                 new_cost = self.cost(*cand)
-                if new_cost < lin["cost"]:
+                if not o.adaptive or new_cost < lin["cost"]:
                     poses, disps, K = cand
-                    cost = new_cost
-                    lam = max(lam * o.lambda_down, 1e-12)
+                    accepted = True
                     break
                 lam *= o.lambda_up
                 if lam > o.lambda_max:
                     break
-            else:
-                res.costs.append(cost)
+            if not accepted:
                 break
-            res.costs.append(cost)
-            if lin["cost"] > 0 and (lin["cost"] - cost) <= o.rel_tol * lin["cost"]:
+            res.costs.append(new_cost)
+            small = (lin["cost"] - new_cost) <= o.rel_tol * lin["cost"]
+            if o.adaptive:
+                small = small and lam <= o.lambda_init
+                lam = max(lam * o.lambda_down, 1e-12)
+            if small:
                 break
         res.poses, res.disps, res.intrinsics = poses, disps, K
         return res
@@ -322,7 +327,7 @@ def bundle_adjust(poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Te
                   ii: torch.Tensor, jj: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *,
                   fixed: torch.Tensor | list[int] | int = 1, optimize_focal: bool = False,
                   disp_prior: torch.Tensor | None = None, prior_weight: torch.Tensor | float | None = None,
-                  options: LMOptions | None = None) -> BAResult:
+                  options: LMOptions | None = None, optimize_disps: bool = True) -> BAResult:
     """Run dense BA; see :class:`DenseBA` for the arguments and the module doc for the model.
 
     Args:
@@ -331,5 +336,6 @@ def bundle_adjust(poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Te
         intrinsics: (4,) ``[fx, fy, cx, cy]`` at the resolution of ``disps``.
     """
     ba = DenseBA(ii, jj, target, weight, poses.shape[0], fixed=fixed, optimize_focal=optimize_focal,
-                 disp_prior=disp_prior, prior_weight=prior_weight, options=options)
+                 disp_prior=disp_prior, prior_weight=prior_weight, options=options,
+                 optimize_disps=optimize_disps)
     return ba.run(poses, disps, intrinsics)

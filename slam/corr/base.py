@@ -1,0 +1,138 @@
+"""The correspondence interface: where the frame graph's targets and weights come from.
+
+For a frame-graph edge ``(i, j)`` a source returns, for every pixel of frame i
+at *feature resolution* (the processing image divided by ``stride``, 8), the
+target coordinates in frame j and per-pixel, per-coordinate confidence
+weights; learned sources also return a motion probability and carry a
+recurrent hidden state per edge.
+
+The frontend and backend iterate
+
+    coords = reproject(current poses, depths)          # (E, h, w, 2)
+    out = source.update(frames, ii, jj, coords, state) # targets, weights, state
+    bundle adjustment on out.target / out.weight
+
+``classical`` and ``oracle`` ignore ``coords`` except as an initial guess and
+keep no state, so one update per edge suffices (``iterative = False``); the
+learned update operator refines its estimate each round (``iterative = True``).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class FrameData:
+    """What a source keeps per frame (keyframes and the frame being tracked).
+
+    Attributes:
+        index: input-frame index.
+        image: (H, W, 3) uint8 RGB at processing resolution.
+        features: source-specific per-frame data (e.g. a grey image pyramid,
+            or the network's feature and context maps (C, h, w)).
+    """
+
+    index: int
+    image: np.ndarray
+    features: Any = None
+
+
+@dataclass
+class EdgeUpdate:
+    """Result of :meth:`CorrespondenceSource.update` for E edges at h x w.
+
+    Attributes:
+        target: (E, h, w, 2) target pixel coordinates in frame j (feature resolution).
+        weight: (E, h, w, 2) confidence weights in [0, 1].
+        motion: optional (E, h, w) probability that the pixel moves independently.
+        state: optional per-edge recurrent state (opaque; the graph stores it).
+    """
+
+    target: torch.Tensor
+    weight: torch.Tensor
+    motion: torch.Tensor | None = None
+    state: Any = None
+
+
+class CorrespondenceSource(ABC):
+    """Base class.  ``stride`` is the ratio of processing to feature resolution."""
+
+    name: str = "base"
+    iterative: bool = False
+    stride: int = 8
+
+    @abstractmethod
+    def prepare(self, index: int, image: np.ndarray) -> FrameData:
+        """Per-frame preprocessing of a (H, W, 3) uint8 image at processing resolution."""
+
+    @abstractmethod
+    def update(self, frames_i: list[FrameData], frames_j: list[FrameData], coords: torch.Tensor,
+               state: Any = None) -> EdgeUpdate:
+        """Targets and weights for the edges ``frames_i[e] -> frames_j[e]``.
+
+        Args:
+            frames_i, frames_j: the E edges' endpoint frames.
+            coords: (E, h, w, 2) current reprojected coordinates (initial guess).
+            state: the edges' recurrent state from the last update, or None.
+        """
+
+    def mean_flow(self, a: FrameData, b: FrameData) -> float:
+        """Mean optical-flow magnitude from a to b in feature pixels (motion filter)."""
+        h, w = a.image.shape[0] // self.stride, a.image.shape[1] // self.stride
+        grid = identity_coords(1, h, w)
+        out = self.update([a], [b], grid)
+        valid = out.weight[0, ..., 0] > 0
+        mag = (out.target[0] - grid[0]).norm(dim=-1)
+        return float(mag[valid].mean()) if valid.any() else float("inf")
+
+
+def identity_coords(n: int, h: int, w: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n, h, w, 2) pixel-centre coordinates ``(u, v)``."""
+    v, u = torch.meshgrid(torch.arange(h, dtype=dtype), torch.arange(w, dtype=dtype), indexing="ij")
+    return torch.stack([u, v], -1).expand(n, h, w, 2).clone()
+
+
+def flow_to_feature(flow: np.ndarray, valid: np.ndarray, stride: int, mode: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """Reduce a full-resolution flow field to feature resolution.
+
+    ``mode="mean"`` averages each ``stride x stride`` block (robust to noise);
+    ``mode="center"`` averages only the 2x2 pixels around the block centre,
+    which is the flow *at* the centre wherever the flow is locally affine and
+    does not mix depths across the block (exact flow, e.g. the oracle); the
+    returned fraction is then 1 only where all four are valid and agree
+    within one pixel.
+
+    Pixel-centre convention: feature pixel ``(u, v)`` covers image pixels
+    ``[s u, s u + s)``; its centre is image coordinate ``s u + (s - 1) / 2``
+    and the mean of the block's flows is the flow at that centre, so the
+    target in feature coordinates is ``(u, v) + mean_flow / s``.
+
+    Args:
+        flow: (H, W, 2) flow in image pixels; valid: (H, W) bool or [0, 1].
+    Returns:
+        ``(target (h, w, 2), fraction_valid (h, w))`` with h = H // s, w = W // s.
+    """
+    H, W = flow.shape[:2]
+    h, w = H // stride, W // stride
+    if mode == "center":
+        c = stride // 2
+        f4 = np.stack([flow[c - 1 + dy: h * stride: stride, c - 1 + dx: w * stride: stride][:h, :w]
+                       for dy in (0, 1) for dx in (0, 1)])
+        v4 = np.stack([np.asarray(valid)[c - 1 + dy: h * stride: stride, c - 1 + dx: w * stride: stride][:h, :w]
+                       for dy in (0, 1) for dx in (0, 1)]).astype(bool)
+        mean = f4.mean(0)
+        agree = (np.abs(f4 - mean).max(axis=(0, 3)) < 1.0) & v4.all(0)
+        v, u = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+        return (np.stack([u, v], -1) + mean / stride).astype(np.float32), agree.astype(np.float32)
+    f = flow[: h * stride, : w * stride].reshape(h, stride, w, stride, 2)
+    m = valid[: h * stride, : w * stride].astype(np.float32).reshape(h, stride, w, stride)
+    cnt = m.sum((1, 3))
+    mean = (f * m[..., None]).sum((1, 3)) / np.maximum(cnt, 1e-6)[..., None]
+    v, u = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    target = np.stack([u, v], -1) + mean / stride
+    return target.astype(np.float32), (cnt / (stride * stride)).astype(np.float32)

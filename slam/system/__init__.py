@@ -1,0 +1,1 @@
+"""The SLAM system: keyframe store, frame graph, frontend, backend, trajectory filler."""

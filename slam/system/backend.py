@@ -1,0 +1,82 @@
+"""The backend: global bundle adjustment over all keyframes with distance-based
+edges, periodically while tracking (its own thread) and once more at the end.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from slam.ba.dense_ba import LMOptions
+from slam.corr.base import CorrespondenceSource
+from slam.system.graph import FrameGraph
+from slam.system.optimize import optimize_store
+from slam.system.store import KeyframeStore
+
+
+@dataclass
+class BackendOptions:
+    """Tunables (mirrored, with comments, in ``configs/run.yaml`` under ``backend``)."""
+
+    enabled: bool = True            # run global BA while tracking
+    every: int = 10                 # new keyframes between two global BAs
+    iters: int = 4                  # LM iterations of a global BA while tracking
+    final_iters: int = 12           # LM iterations of the final refinement
+    radius: int = 3                 # temporal edges
+    proximity_thresh: float = 12.0  # frame distance (feature px) of proximity edges
+    proximity_nms: int = 2          # non-maximum suppression radius (slots)
+    proximity_max: int = 400        # proximity edges in total (each in both directions)
+    optimize_focal: bool = True     # estimate the focal length when it is unknown
+
+
+def global_ba(store: KeyframeStore, source: CorrespondenceSource, opt: BackendOptions, lm: LMOptions,
+              iters: int, motion_weighting: bool = True) -> None:
+    """One global BA over all keyframes (slot 0 fixed)."""
+    n = store.n
+    if n < 3:
+        return
+    graph = FrameGraph(store, source)
+    graph.add(*FrameGraph.temporal_pairs(0, n, opt.radius))
+    pi, pj = graph.proximity_pairs(torch.arange(n), n, opt.proximity_thresh, opt.proximity_nms,
+                                   opt.proximity_max, opt.radius)
+    keep = pi > pj  # proximity_pairs from every slot lists each pair twice: keep one orientation set
+    graph.add(torch.cat([pi[keep], pj[keep]]), torch.cat([pj[keep], pi[keep]]))
+    lm = LMOptions(**{**vars(lm), "iters": iters})
+    optimize_store(store, graph.edges, fixed_below=1, options=lm,
+                   optimize_focal=opt.optimize_focal and not store.focal_known,
+                   motion_weighting=motion_weighting)
+
+
+class Backend(threading.Thread):
+    """Runs :func:`global_ba` whenever the frontend has added ``every`` keyframes."""
+
+    def __init__(self, store: KeyframeStore, source: CorrespondenceSource, frontend, opt: BackendOptions,
+                 lm: LMOptions, ba_lock: threading.Lock, motion_weighting: bool = True) -> None:
+        super().__init__(name="slam-backend", daemon=True)
+        self.store, self.source, self.frontend, self.opt, self.lm = store, source, frontend, opt, lm
+        self.ba_lock = ba_lock
+        self.motion_weighting = motion_weighting
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.runs = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                self.wake.wait(timeout=0.2)
+                self.wake.clear()
+                if self.stop_event.is_set():
+                    break
+                if self.frontend.initialized and self.frontend.new_keyframes >= self.opt.every:
+                    with self.ba_lock:
+                        self.frontend.new_keyframes = 0
+                        global_ba(self.store, self.source, self.opt, self.lm, self.opt.iters, self.motion_weighting)
+                    self.runs += 1
+        except BaseException as e:  # surfaced by the runner
+            self.error = e
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.wake.set()

@@ -1,0 +1,170 @@
+"""The frontend: motion filter, initialisation, frame graph growth, local BA and
+removal of redundant keyframes.  It runs in its own thread (see
+:mod:`slam.system.runner`), consuming frames in order.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pypose as pp
+import torch
+
+from slam.ba.dense_ba import LMOptions
+from slam.corr.base import CorrespondenceSource
+from slam.system.graph import FrameGraph, frame_distance
+from slam.system.optimize import optimize_store
+from slam.system.store import KeyframeStore
+
+
+@dataclass
+class FrontendOptions:
+    """Tunables (mirrored, with comments, in ``configs/run.yaml`` under ``frontend``)."""
+
+    filter_thresh: float = 1.75     # mean flow (feature px) from the last keyframe that makes a new keyframe
+    init_frames: int = 8            # keyframes collected before the first BA
+    init_iters: int = 30            # LM iterations of the initialisation
+    init_seed: int = 3              # keyframes adjusted jointly from identity at the start of the initialisation
+    radius: int = 3                 # temporal edges to keyframes at most this many slots away
+    window: int = 10                # local BA over the newest `window` keyframes
+    local_iters: int = 4            # LM iterations per new keyframe
+    proximity_thresh: float = 10.0  # frame distance (feature px) below which proximity edges are added
+    proximity_nms: int = 1          # non-maximum suppression radius (slots) of proximity edges
+    proximity_max: int = 4          # proximity edges per new keyframe (each in both directions)
+    keyframe_thresh: float = 1.25   # remove the second-newest keyframe when closer than this to its predecessor
+    optimize_focal: bool = True     # estimate the focal in the initialisation when it is unknown
+
+
+class Frontend:
+    """Tracks frames into the store (see module docstring).
+
+    Args:
+        store, source: the keyframe store and correspondence source.
+        options: :class:`FrontendOptions`; ``lm``: solver options of local BA.
+        ba_lock: serialises bundle adjustment with the backend.
+        motion_weighting: use the motion probability in BA weights.
+    """
+
+    def __init__(self, store: KeyframeStore, source: CorrespondenceSource, options: FrontendOptions,
+                 lm: LMOptions, ba_lock: threading.Lock, motion_weighting: bool = True) -> None:
+        self.store, self.source, self.opt, self.lm = store, source, options, lm
+        self.graph = FrameGraph(store, source)
+        self.ba_lock = ba_lock
+        self.motion_weighting = motion_weighting
+        self.initialized = False
+        self.frames_seen = 0
+        self.new_keyframes = 0  # since the backend last ran (the backend resets it)
+
+    # --------------------------------------------------------------- tracking
+    def track(self, index: int, timestamp: float, image: np.ndarray) -> bool:
+        """Process one frame (processing resolution RGB); returns True if it became a keyframe."""
+        self.frames_seen += 1
+        fd = self.source.prepare(index, image)
+        s = self.store
+        if s.n == 0:
+            s.append(fd, timestamp, pp.identity_SE3(1, dtype=s.dtype).tensor()[0], 1.0)
+            return True
+        last = s.frames[s.n - 1]
+        if self.source.mean_flow(last, fd) < self.opt.filter_thresh:
+            return False
+        with s.lock:
+            n = s.n
+            pose = s.poses[n - 1].clone()
+            disp = s.disps[max(0, n - 4):n].mean(0)
+        s.append(fd, timestamp, pose, disp)
+        self.new_keyframes += 1
+        if not self.initialized:
+            if s.n >= self.opt.init_frames:
+                self.initialize()
+        else:
+            self.update_window()
+        return True
+
+    def initialize(self) -> None:
+        """First BA over the initial keyframes, grown one keyframe at a time.
+
+        The first ``init_seed`` keyframes are adjusted jointly from identity
+        poses and constant depth (their motion is small); every further
+        initial keyframe is first tracked (pose-only BA against the depths of
+        its predecessors) and then the whole set is adjusted again.  Starting
+        all of them at once from identity falls into local minima when the
+        initial keyframes span a large motion.
+        """
+        s, o = self.store, self.opt
+        focal = o.optimize_focal and not s.focal_known
+        lm = LMOptions(**{**vars(self.lm), "iters": o.init_iters})
+        with self.ba_lock:
+            n0 = min(o.init_seed, s.n)
+            self.graph.add(*FrameGraph.temporal_pairs(0, n0, o.radius))
+            optimize_store(s, self.graph.edges, fixed_below=1, options=lm, optimize_focal=focal,
+                           motion_weighting=self.motion_weighting)
+            for t in range(n0, s.n):
+                self._track_pose(t)
+                ii, jj = FrameGraph.temporal_pairs(max(0, t - o.radius), t + 1, o.radius)
+                sel = (ii == t) | (jj == t)
+                self.graph.add(ii[sel], jj[sel])
+                optimize_store(s, self.graph.edges, fixed_below=1, options=lm, optimize_focal=focal,
+                               motion_weighting=self.motion_weighting)
+            self._normalize_scale()
+        self.initialized = True
+
+    def _track_pose(self, t: int) -> None:
+        """Pose-only BA of slot t against the depths of up to ``radius`` predecessors."""
+        s, o = self.store, self.opt
+        src = torch.arange(max(0, t - o.radius), t)
+        if src.numel() == 0:
+            return
+        edges = self.graph.edges
+        have = set(zip(edges.ii.tolist(), edges.jj.tolist()))
+        ii = torch.tensor([int(a) for a in src if (int(a), t) not in have], dtype=torch.long)
+        self.graph.add(ii, torch.full_like(ii, t))
+        e = self.graph.edges
+        optimize_store(s, self.graph.select(e.jj == t), fixed_below=t, options=self.lm,
+                       motion_weighting=self.motion_weighting, optimize_disps=False)
+
+    def _normalize_scale(self) -> None:
+        """Fix the monocular scale so that the mean inverse depth is 1."""
+        s = self.store
+        with s.lock:
+            n = s.n
+            scale = float(s.disps[:n].mean())
+            if scale <= 0:
+                return
+            s.disps[:n] /= scale
+            s.poses[:n, :3] *= scale  # depths grew by `scale`: so do the translations
+            s.version += 1
+            s.changed.update(range(n))
+
+    def update_window(self) -> None:
+        """Edges for the newest keyframe, local BA over the window, redundancy check."""
+        s, o = self.store, self.opt
+        t = s.n - 1
+        with self.ba_lock:
+            self._track_pose(t)
+            ii, jj = FrameGraph.temporal_pairs(max(0, t - o.radius), t + 1, o.radius)
+            sel = (ii == t) | (jj == t)
+            self.graph.add(ii[sel], jj[sel])
+            t0 = max(1, t - o.window)
+            if t0 > o.radius + 1:
+                pi, pj = self.graph.proximity_pairs(torch.tensor([t]), t0, o.proximity_thresh,
+                                                    o.proximity_nms, o.proximity_max, o.radius)
+                self.graph.add(pi, pj)
+            e = self.graph.edges
+            in_window = (e.ii >= t0 - 1) | (e.jj >= t0 - 1)
+            optimize_store(s, self.graph.select(in_window), fixed_below=t0, options=self.lm,
+                           motion_weighting=self.motion_weighting)
+            self._remove_redundant()
+
+    def _remove_redundant(self) -> None:
+        s, o = self.store, self.opt
+        if s.n < 4:
+            return
+        k = s.n - 2
+        with s.lock:
+            d = frame_distance(s.poses[: s.n], s.disps[: s.n], s.feature_intrinsics(),
+                               torch.tensor([k]), torch.tensor([k - 1]))
+        if float(d[0]) < o.keyframe_thresh:
+            s.remove(k)
+            self.graph.remove_slot(k)
+            self.new_keyframes = max(0, self.new_keyframes - 1)

@@ -1,0 +1,229 @@
+"""Run the whole system on a sequence: reader -> frontend thread (+ backend
+thread) -> final refinement -> trajectory filler -> :class:`Reconstruction`.
+
+The calling thread reads frames, resizes them to the processing resolution
+(one function, :func:`slam.geometry.camera.resize_frame`) and feeds a bounded
+queue; the frontend thread tracks them; the backend thread runs global BA
+every few keyframes.  Ctrl-C (KeyboardInterrupt in the calling thread) stops
+reading, lets the threads finish cleanly and returns what was computed
+(``interrupted=True``).
+"""
+from __future__ import annotations
+
+import queue
+import resource
+import sys
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from slam.ba.dense_ba import LMOptions
+from slam.corr import make_source
+from slam.data.sequence import InputError, Sequence
+from slam.geometry.camera import Intrinsics, processing_size, resize_frame
+from slam.system.backend import Backend, BackendOptions, global_ba
+from slam.system.filler import FillerOptions, fill_trajectory
+from slam.system.frontend import Frontend, FrontendOptions
+from slam.system.result import Reconstruction
+from slam.system.store import KeyframeStore
+
+_STOP = object()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024.0 if sys.platform != "darwin" else r / 2**20
+
+
+def resolve_intrinsics(seq: Sequence, cfg: DictConfig, width: int, height: int) -> tuple[Intrinsics, bool]:
+    """Input-resolution intrinsics and whether they are known.
+
+    Order: ``input.focal`` flag, then the sequence's own (calib file or dataset),
+    else unknown with ``f = focal_guess * max(W, H)`` and the principal point at
+    the image centre (:meth:`Intrinsics.default_for`).
+    """
+    ic = cfg.input
+    if ic.get("focal"):
+        f = float(ic.focal)
+        base = seq.intrinsics or Intrinsics.default_for(width, height)
+        return Intrinsics(f, f, base.cx, base.cy, width, height), True
+    if seq.intrinsics is not None and not ic.get("unknown_focal", False):
+        K = seq.intrinsics
+        if (K.width, K.height) != (width, height):
+            K = K.scaled(width, height)
+        return K.undistorted(), True
+    return Intrinsics.default_for(width, height, float(ic.get("focal_guess", 1.0))), False
+
+
+def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
+                 on_keyframe: Callable[[KeyframeStore], None] | None = None) -> Reconstruction:
+    """Track ``seq`` with the configuration ``cfg`` (``configs/run.yaml``).
+
+    Args:
+        seq: any reader's sequence.
+        cfg: the composed run configuration.
+        progress: show progress bars (stderr).
+        on_keyframe: called (in the frontend thread) after each new keyframe,
+            e.g. to feed a viewer; must not block.
+    Raises:
+        InputError: empty input, frames of changing size, ...
+    """
+    t_start = time.perf_counter()
+    n_total = len(seq)
+    if n_total == 0:
+        raise InputError(f"{seq.path}: no frames")
+    first = seq[0]
+    H0, W0 = first.image.shape[:2]
+    K_in, focal_known = resolve_intrinsics(seq, cfg, W0, H0)
+    W, H = processing_size(W0, H0, int(cfg.image.pixels))
+    K_proc = K_in.scaled(W, H)
+    stride = int(cfg.correspondence.get("stride", 8))
+    device = torch.device(cfg.get("device", "cpu"))
+    source = make_source(cfg.correspondence, seq, (W, H))
+    store = KeyframeStore(int(cfg.store.capacity), (W, H), stride,
+                          torch.tensor([K_proc.fx, K_proc.fy, K_proc.cx, K_proc.cy]), focal_known, device)
+    lm = LMOptions(**dict(cfg.lm))
+    fopt = FrontendOptions(**dict(cfg.frontend))
+    bopt = BackendOptions(**dict(cfg.backend))
+    ba_lock = threading.Lock()
+    frontend = Frontend(store, source, FrontendOptions(**{**vars(fopt)}),
+                        LMOptions(**{**vars(lm), "iters": fopt.local_iters}), ba_lock, cfg.motion_weighting)
+    backend = Backend(store, source, frontend, bopt, lm, ba_lock, cfg.motion_weighting)
+
+    def prepare(frame) -> np.ndarray:
+        img = frame.image
+        if img.shape[:2] != (H0, W0):
+            raise InputError(f"{frame.source or seq.path}: frame {frame.index} is {img.shape[1]}x{img.shape[0]}, "
+                             f"expected {W0}x{H0} (images of changing size)")
+        return resize_frame(img, K_in, W, H)[0]
+
+    frames_q: queue.Queue = queue.Queue(maxsize=int(cfg.queue_size))
+    timestamps: list[float] = []
+    frame_ids: list[int] = []
+    errors: list[BaseException] = []
+    kf_frames = {}
+
+    def frontend_loop() -> None:
+        try:
+            while True:
+                item = frames_q.get()
+                if item is _STOP:
+                    return
+                idx, ts, img = item
+                if frontend.track(idx, ts, img):
+                    if on_keyframe is not None:
+                        on_keyframe(store)
+                    backend.wake.set()
+        except BaseException as e:
+            errors.append(e)
+
+    worker = threading.Thread(target=frontend_loop, name="slam-frontend", daemon=True)
+    worker.start()
+    if bopt.enabled:
+        backend.start()
+    interrupted = False
+    bar = _bar(n_total, "tracking", progress)
+    try:
+        for frame in seq:
+            img = prepare(frame)
+            while True:
+                if errors:
+                    raise errors[0]
+                try:
+                    frames_q.put((frame.index, frame.timestamp, img), timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            timestamps.append(frame.timestamp)
+            frame_ids.append(frame.index)
+            bar.update(1)
+            bar.set_postfix(kf=store.n, refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        _put_stop(frames_q, worker)
+        worker.join()
+        backend.stop()
+        if backend.is_alive():
+            backend.join()
+        bar.close()
+    if errors:
+        raise errors[0]
+    if backend.error is not None:
+        raise backend.error
+    t_track = time.perf_counter() - t_start
+
+    # finalisation: initialise short sequences, final global refinement, filler
+    if not frontend.initialized and store.n >= 2:
+        frontend.initialize()
+    message = None
+    if store.n < 2:
+        message = "the camera did not move enough to create a second keyframe: identity trajectory, one keyframe"
+    elif not interrupted:
+        global_ba(store, source, bopt, lm, bopt.final_iters, cfg.motion_weighting)
+    snap = store.snapshot()
+    for k in range(snap.n):
+        kf_frames[int(snap.frame_index[k])] = store.frames[k]
+    ts_arr = np.asarray(timestamps, dtype=np.float64)
+    ids_arr = np.asarray(frame_ids, dtype=np.int64)
+    restream = None
+    filler = FillerOptions(**dict(cfg.filler))
+    fbar = None
+    if not interrupted and filler.refine and snap.n >= 2:
+        fbar = _bar(len(ids_arr), "filling", progress)
+        restream = ((f.index, prepare(f)) for f in seq)
+    try:
+        poses, tracked = fill_trajectory(snap, store.feature_intrinsics(), ts_arr, ids_arr, kf_frames, restream,
+                                         source, filler, lm, on_progress=(fbar.update if fbar else None))
+    except KeyboardInterrupt:
+        interrupted = True
+        poses, tracked = fill_trajectory(snap, store.feature_intrinsics(), ts_arr, ids_arr, kf_frames, None,
+                                         source, filler, lm)
+    finally:
+        if fbar is not None:
+            fbar.close()
+    wall = time.perf_counter() - t_start
+    import pypose as pp
+
+    kf_T = pp.SE3(snap.poses.double()).Inv().matrix().numpy()
+    Kp = snap.intrinsics.double().cpu().numpy()
+    sx, sy = W0 / W, H0 / H
+    K_input = np.array([Kp[0] * sx, Kp[1] * sy, (Kp[2] + 0.5) * sx - 0.5, (Kp[3] + 0.5) * sy - 0.5])
+    stats = {"fps": len(ids_arr) / max(wall, 1e-9), "wall_s": wall, "tracking_s": t_track,
+             "peak_rss_mb": peak_rss_mb(), "backend_runs": backend.runs, "device": str(device)}
+    if message:
+        stats["message"] = message
+    return Reconstruction(
+        timestamps=ts_arr, poses=poses, tracked=tracked, kf_indices=snap.frame_index.numpy(),
+        kf_poses=kf_T, kf_disps=snap.disps.float().cpu().numpy(), kf_confidence=snap.confidence.float().cpu().numpy(),
+        kf_images=store.images[: snap.n].numpy().copy(), intrinsics=Kp, image_size=(W, H), input_size=(W0, H0),
+        input_intrinsics=K_input, focal_estimated=not focal_known, correspondence=source.name, stats=stats,
+        interrupted=interrupted)
+
+
+def _put_stop(q: queue.Queue, worker: threading.Thread) -> None:
+    while worker.is_alive():
+        try:
+            q.put(_STOP, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+    def close(self) -> None: ...
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True, file=sys.stderr)
