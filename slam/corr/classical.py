@@ -14,6 +14,7 @@ estimate once computed), so one update per edge suffices.
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -53,6 +54,21 @@ class ClassicalFlow(CorrespondenceSource):
         self.stride = self.opt.stride
         self._dis = cv2.DISOpticalFlow_create(PRESETS[self.opt.preset])
         self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()  # the DIS object and the cache are shared by the threads
+        self._last: tuple[int, np.ndarray] | None = None  # (keyframe index, its flow to the last frame)
+
+    def mean_flow(self, a: FrameData, b: FrameData) -> float:
+        """Mean forward flow a->b (feature px) for the motion filter.
+
+        Consecutive calls with the same keyframe ``a`` chain: the flow to the
+        previous frame initialises DIS, which extends its capture range far
+        beyond what DIS finds from a zero start on small images.
+        """
+        with self._lock:
+            init = self._last[1] if self._last is not None and self._last[0] == a.index else None
+            flow = self._flow(a.features, b.features, init)
+            self._last = (a.index, flow)
+        return float(np.linalg.norm(flow, axis=-1).mean()) / self.stride
 
     def prepare(self, index: int, image: np.ndarray) -> FrameData:
         return FrameData(index=index, image=image, features=cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
@@ -82,20 +98,23 @@ class ClassicalFlow(CorrespondenceSource):
         targets, weights = [], []
         for e, (a, b) in enumerate(zip(frames_i, frames_j)):
             key = (a.index, b.index)
-            hit = self._cache.get(key)
+            with self._lock:
+                hit = self._cache.get(key)
             if hit is None:
                 init = None
                 if self.opt.init_from_coords and coords is not None:
                     init = _upsample_flow(coords[e].detach().cpu().numpy(), a.image.shape[:2], s)
-                fwd, conf = self.pair(a, b, init)
+                if self._last is not None and self._last[0] == a.index and init is None:
+                    init = self._last[1]
+                with self._lock:
+                    fwd, conf = self.pair(a, b, init)
                 tgt, wt = flow_to_feature(fwd, conf, s)
                 wt = np.where(wt < self.opt.min_confidence, 0.0, wt).astype(np.float32)
                 hit = (tgt, wt)
-                self._cache[key] = hit
-                if len(self._cache) > self.opt.cache_size:
-                    self._cache.popitem(last=False)
-            else:
-                self._cache.move_to_end(key)
+                with self._lock:
+                    self._cache[key] = hit
+                    if len(self._cache) > self.opt.cache_size:
+                        self._cache.popitem(last=False)
             targets.append(hit[0])
             weights.append(hit[1])
         target = torch.from_numpy(np.stack(targets))

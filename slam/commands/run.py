@@ -1,0 +1,94 @@
+"""``slam run [INPUT] --out DIR [KEY=VALUE ...]``: track a video, image folder or dataset sequence.
+
+Writes ``trajectory.txt`` (TUM, every frame, camera-to-world), ``keyframes.npz``,
+``points.ply``, ``summary.json`` and, with ``outputs.colmap=true``, a COLMAP text
+model.  With no INPUT it runs on the bundled sample.  Ctrl-C stops tracking and
+writes what was computed so far.
+"""
+from __future__ import annotations
+
+import argparse
+
+HELP = "track a video, image folder or dataset sequence: poses, focal, depth, point cloud"
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/<input name>)")
+    p.add_argument("--calib", default=None, metavar="FILE", help="calibration file `fx fy cx cy [k1 k2 p1 p2 [k3]]`")
+    p.add_argument("--focal", type=float, default=None, metavar="F", help="known focal length in input pixels")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(p: argparse.ArgumentParser) -> None:
+    p.usage = "slam run [INPUT] [--out DIR] [--calib FILE] [--focal F] [KEY=VALUE ...]"
+    _add_options(p)
+    p.add_argument("input", nargs="?", default=None, metavar="INPUT",
+                   help="video file, image folder, or TartanAir/EuRoC/TUM/KITTI sequence (default: bundled sample)")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
+                   help="Hydra overrides of configs/run.yaml, e.g. correspondence=oracle outputs.colmap=true")
+
+
+def parse_trailing(args: argparse.Namespace) -> argparse.Namespace:
+    """Options given after INPUT arrive in ``args.overrides``: parse them out again."""
+    from slam.data.sequence import InputError
+
+    inner = argparse.ArgumentParser(prog="slam run", add_help=False)
+    _add_options(inner)
+    rest = list(args.overrides or [])
+    if args.input is not None and "=" in args.input and not args.input.startswith(("/", ".")):
+        rest.insert(0, args.input)  # `slam run key=value` with no INPUT
+        args.input = None
+    try:
+        ns, rest = inner.parse_known_args(rest)
+    except SystemExit:
+        raise InputError("bad options after INPUT") from None
+    for key in ("out", "calib", "focal"):
+        if getattr(ns, key) is not None:
+            setattr(args, key, getattr(ns, key))
+    args.no_progress = bool(args.no_progress or ns.no_progress)
+    bad = [r for r in rest if r.startswith("-") or "=" not in r]
+    if bad:
+        raise InputError(f"unexpected argument {bad[0]!r} (overrides are KEY=VALUE)")
+    args.overrides = rest
+    return args
+
+
+def main(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from slam.config import load_config
+    from slam.data.detect import open_sequence
+    from slam.data.synthetic import sample_path
+    from slam.io.outputs import write_outputs
+    from slam.system.runner import run_sequence
+
+    args = parse_trailing(args)
+    overrides = list(args.overrides)
+    if args.calib:
+        overrides.append(f"input.calib={args.calib}")
+    if args.focal:
+        overrides.append(f"input.focal={args.focal}")
+    cfg = load_config("run", overrides)
+    path = Path(args.input) if args.input else sample_path()
+    ic = cfg.input
+    seq = open_sequence(path, calib=ic.calib, start=ic.start, end=ic.end, stride=ic.stride,
+                        max_frames=ic.max_frames)
+    out = Path(args.out) if args.out else Path("runs") / (seq.name or path.stem)
+    print(f"slam run: {seq.kind} input {path} ({len(seq)} frames), correspondence={cfg.correspondence.name}, "
+          f"output {out}", file=sys.stderr)
+    recon = run_sequence(seq, cfg, progress=not args.no_progress)
+    files = write_outputs(recon, out, colmap=bool(cfg.outputs.colmap), fuse=dict(cfg.outputs.fuse))
+    st = recon.stats
+    fx, fy, cx, cy = recon.input_intrinsics
+    focal = f"focal {fx:.1f} px ({'estimated' if recon.focal_estimated else 'given'})"
+    print(f"{len(recon.timestamps)} frames, {len(recon.kf_indices)} keyframes, {100 * recon.tracked.mean():.0f}% tracked, "
+          f"{st['fps']:.1f} frames/s, {st['wall_s']:.1f} s, peak {st['peak_rss_mb']:.0f} MB, {focal}", file=sys.stderr)
+    if "message" in st:
+        print(f"note: {st['message']}", file=sys.stderr)
+    for name, p in files.items():
+        print(f"  {name}: {p}", file=sys.stderr)
+    if recon.interrupted:
+        print("interrupted: the outputs hold what was computed so far", file=sys.stderr)
+        return 130
+    return 0

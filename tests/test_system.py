@@ -1,0 +1,148 @@
+"""End-to-end: the whole system on small synthetic sequences, its outputs, and bad inputs."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from slam.cli import main as cli
+from slam.config import load_config
+from slam.data.synthetic import make_world, sample_path
+from slam.eval.metrics import compute_metrics
+from slam.io.tum import read_tum
+from slam.system.runner import run_sequence
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(seed=21, scene="room", motion="orbit", frames=48, width=160, height=120, focal=130.0)
+
+
+def _ate_pct(recon, world) -> float:
+    m = compute_metrics(recon.timestamps, recon.poses, world.timestamps, world.gt_poses)
+    return 100.0 * m["ate_rmse_m"] / m["path_length_m"]
+
+
+def test_oracle_tracks_every_frame_accurately(world):
+    cfg = load_config("run", ["correspondence=oracle", "image.pixels=19200"])
+    recon = run_sequence(world, cfg, progress=False)
+    assert len(recon.timestamps) == len(world) and recon.tracked.all()
+    assert len(recon.kf_indices) >= 3
+    assert _ate_pct(recon, world) < 5.0
+    # the threads shut down cleanly
+    assert not any(t.name.startswith("slam-") for t in threading.enumerate())
+
+
+def test_classical_tracks_every_frame(world):
+    cfg = load_config("run", ["correspondence=classical", "image.pixels=19200"])
+    recon = run_sequence(world, cfg, progress=False)
+    assert len(recon.timestamps) == len(world)
+    assert recon.tracked.mean() > 0.9
+    # regression guard at the current accuracy (see docs/benchmarks.md); the issue's target is tighter
+    assert _ate_pct(recon, world) < 35.0
+
+
+def test_run_cli_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    rc = cli(["run", str(sample_path()), "--out", str(out), "--no-progress", "input.max_frames=40",
+              "outputs.colmap=true"])
+    assert rc == 0
+    ts, poses = read_tum(out / "trajectory.txt")
+    assert len(ts) == 40 and poses.shape == (40, 4, 4)
+    assert np.allclose(poses[:, 3], [0, 0, 0, 1])
+    kf = np.load(out / "keyframes.npz")
+    assert kf["poses"].shape[0] == kf["indices"].shape[0] == kf["disps"].shape[0] >= 2
+    assert (kf["disps"] > 0).all()
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("frames", "keyframes", "fps", "wall_s", "peak_rss_mb", "intrinsics", "focal_estimated",
+                "correspondence"):
+        assert key in summary
+    assert summary["frames"] == 40 and summary["correspondence"] == "classical"
+    assert summary["focal_estimated"] is False
+    calib = np.loadtxt(sample_path() / "calib.txt")
+    assert np.allclose(summary["intrinsics"][:2], calib[:2], rtol=1e-3)
+    import open3d as o3d
+
+    pc = o3d.io.read_point_cloud(str(out / "points.ply"))
+    assert len(pc.points) > 100 and pc.has_colors()
+    import pycolmap
+
+    rec = pycolmap.Reconstruction(str(out / "colmap"))
+    assert rec.num_images() == kf["indices"].shape[0]
+
+
+def test_unknown_focal_is_estimated_and_reported(tmp_path):
+    out = tmp_path / "f"
+    assert cli(["run", str(sample_path()), "--out", str(out), "--no-progress", "input.max_frames=40",
+                "input.unknown_focal=true"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["focal_estimated"] is True and s["intrinsics"][0] > 0
+
+
+# ----------------------------------------------------------------------------- bad inputs
+def _write_video(path: Path, frames: list[np.ndarray]) -> None:
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (w, h))
+    for f in frames:
+        vw.write(f)
+    vw.release()
+
+
+def test_missing_and_unreadable_inputs(tmp_path, capsys):
+    assert cli(["run", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.mp4" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    assert cli(["run", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "broken.mp4" in capsys.readouterr().err
+
+
+def test_wrong_calib_file(tmp_path, capsys):
+    calib = tmp_path / "calib.txt"
+    calib.write_text("100 100 50\n")
+    rc = cli(["run", str(sample_path()), "--calib", str(calib), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2 and "calib.txt" in capsys.readouterr().err
+
+
+def test_video_with_one_frame_gives_identity(tmp_path, capsys):
+    img = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
+    v = tmp_path / "one.mp4"
+    _write_video(v, [img])
+    rc = cli(["run", str(v), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 0
+    ts, poses = read_tum(tmp_path / "o" / "trajectory.txt")
+    assert len(ts) == 1 and np.allclose(poses[0], np.eye(4))
+
+
+def test_static_camera_documented_outcome(tmp_path, capsys):
+    img = (np.random.default_rng(1).random((120, 160, 3)) * 255).astype(np.uint8)
+    img = cv2.GaussianBlur(img, (5, 5), 0)
+    folder = tmp_path / "static"
+    folder.mkdir()
+    for k in range(12):
+        cv2.imwrite(str(folder / f"{k:04d}.png"), img)
+    rc = cli(["run", str(folder), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "did not move" in err
+    ts, poses = read_tum(tmp_path / "o" / "trajectory.txt")
+    assert len(ts) == 12 and np.allclose(poses, np.eye(4), atol=1e-9)
+    kf = np.load(tmp_path / "o" / "keyframes.npz")
+    assert kf["indices"].shape[0] == 1
+
+
+def test_images_of_changing_size(tmp_path, capsys):
+    folder = tmp_path / "sizes"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for k, (w, h) in enumerate([(160, 120), (160, 120), (200, 100)]):
+        cv2.imwrite(str(folder / f"{k:04d}.png"), (rng.random((h, w, 3)) * 255).astype(np.uint8))
+    rc = cli(["run", str(folder), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "0002.png" in err and "Traceback" not in err
