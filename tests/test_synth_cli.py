@@ -100,8 +100,8 @@ def test_euroc_layout(tmp_path, dyn_seq):
     cam = out / "mav0" / "cam0"
     lines = (cam / "data.csv").read_text().splitlines()
     assert lines[0] == "#timestamp [ns],filename" and len(lines) == len(seq) + 1
-    stamps = [int(l.split(",")[0]) for l in lines[1:]]
-    assert [l.split(",")[1] for l in lines[1:]] == [f"{t}.png" for t in stamps]
+    stamps = [int(line.split(",")[0]) for line in lines[1:]]
+    assert [line.split(",")[1] for line in lines[1:]] == [f"{t}.png" for t in stamps]
     np.testing.assert_allclose((np.array(stamps) - EUROC_T0_NS) / 1e9, seq.timestamps, atol=1e-9)
     assert sorted(p.name for p in (cam / "data").iterdir()) == sorted(f"{t}.png" for t in stamps)
     assert cv2.imread(str(cam / "data" / f"{stamps[0]}.png")).shape == (72, 96, 3)
@@ -117,10 +117,10 @@ def test_euroc_layout(tmp_path, dyn_seq):
     gt = (out / "mav0" / "state_groundtruth_estimate0" / "data.csv").read_text().splitlines()
     header = [h.strip() for h in gt[0].lstrip("#").split(",")]
     assert len(header) == 17 and header[0] == "timestamp" and header[4] == "q_RS_w []"
-    data = np.array([[float(x) for x in l.split(",")] for l in gt[1:]])
+    data = np.array([[float(x) for x in line.split(",")] for line in gt[1:]])
     assert data.shape[1] == 17
     assert len(data) == int(np.floor(seq.timestamps[-1] * 200 + 1e-9)) + 1  # 200 Hz
-    t_gt = np.array([int(l.split(",")[0]) for l in gt[1:]])
+    t_gt = np.array([int(line.split(",")[0]) for line in gt[1:]])
     assert np.all(np.diff(t_gt) == 5_000_000)
     # body poses: T_WB = T_WC T_BS^-1, quaternion w first; compare where camera and gt times coincide
     for k, ts in enumerate(stamps):

@@ -199,7 +199,8 @@ def make_world(seed: int = 0, scene: str = "room", motion: str = "handheld", fra
         frames: number of frames N; frame k is at time ``k / fps``.
         width, height: image size in pixels.
         focal: focal length in pixels (fx = fy), or None for random in 0.6-1.4 x width.
-        dynamic: add ``num_movers`` moving objects of relative size ``mover_size``.
+        dynamic: add ``num_movers`` moving objects of relative size ``mover_size`` (fraction of the view
+            width at the mover's distance: 0.3 gives about 10% moving pixels per mover, 0.5 over 20%).
         noise: enable sensor noise, blur and exposure changes.
         low_texture: fraction of surfaces with a flat colour (1.0: untextured world).
         supersample: anti-aliasing sub-samples per pixel axis.
