@@ -93,6 +93,18 @@ def _finite_rows(timestamps: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray,
     return timestamps[ok], poses[ok]
 
 
+def _orthonormalize(T: np.ndarray) -> np.ndarray:
+    """(N, 4, 4) transforms with their rotation blocks projected onto SO(3) (nearest, by SVD)."""
+    T = T.copy()
+    if len(T) == 0:
+        return T
+    U, _, Vt = np.linalg.svd(T[:, :3, :3])
+    d = np.sign(np.linalg.det(U @ Vt))
+    U[:, :, 2] *= d[:, None]
+    T[:, :3, :3] = U @ Vt
+    return T
+
+
 def evaluate_trajectory(est_timestamps: np.ndarray, est_poses: np.ndarray, gt_timestamps: np.ndarray,
                         gt_poses: np.ndarray, *, tracked: np.ndarray | None = None,
                         max_time_diff: float = 0.01, rpe_delta: int = 1,
@@ -132,6 +144,9 @@ def evaluate_trajectory(est_timestamps: np.ndarray, est_poses: np.ndarray, gt_ti
     if len(est_t) < MIN_POSES or len(gt_t) < MIN_POSES:
         raise MetricsError(f"too few poses to evaluate ({len(est_t)} estimated, {len(gt_t)} ground truth; "
                            f"need {MIN_POSES})")
+    # evo checks SO(3) to a tight tolerance: project rotations stored in float32 (or
+    # read from text files) onto SO(3) first
+    gt_p, est_p = _orthonormalize(gt_p), _orthonormalize(est_p)
     ref = PoseTrajectory3D(poses_se3=list(gt_p), timestamps=gt_t)
     est = PoseTrajectory3D(poses_se3=list(est_p), timestamps=est_t)
     try:
