@@ -91,6 +91,37 @@ class CorrespondenceSource(ABC):
         return float(mag[valid].mean()) if valid.any() else float("inf")
 
 
+    def frame_edge(self, keyframe: FrameData, frame: FrameData) -> EdgeUpdate:
+        """Correspondences keyframe -> frame for a tracked non-keyframe (one edge),
+        called right after :meth:`mean_flow` on the same pair, so sources can
+        reuse the motion filter's work.  The trajectory filler refines the
+        frame's pose against them."""
+        h, w = keyframe.image.shape[0] // self.stride, keyframe.image.shape[1] // self.stride
+        return self.update([keyframe], [frame], identity_coords(1, h, w))
+
+
+def compose_targets(t_ab: torch.Tensor, w_ab: torch.Tensor, t_bc: torch.Tensor,
+                    w_bc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chain correspondences a->b and b->c into a->c (feature resolution).
+
+    The target of pixel x of a in c is ``t_bc`` sampled bilinearly at
+    ``t_ab(x)`` (pixel-centre coordinates); the weight is the product of the
+    two weights, 0 where ``t_ab(x)`` falls outside b.
+
+    Args:
+        t_ab, t_bc: (h, w, 2) targets; w_ab, w_bc: (h, w, 2) weights.
+    Returns:
+        ``(t_ac (h, w, 2), w_ac (h, w, 2))``.
+    """
+    h, w = t_ab.shape[:2]
+    grid = torch.stack([t_ab[..., 0] / max(w - 1, 1) * 2 - 1, t_ab[..., 1] / max(h - 1, 1) * 2 - 1], -1)[None]
+    field = torch.cat([t_bc, w_bc], -1).permute(2, 0, 1)[None]
+    out = torch.nn.functional.grid_sample(field, grid.to(field.dtype), mode="bilinear", padding_mode="zeros",
+                                          align_corners=True)[0].permute(1, 2, 0)
+    inside = ((t_ab[..., 0] >= 0) & (t_ab[..., 0] <= w - 1) & (t_ab[..., 1] >= 0) & (t_ab[..., 1] <= h - 1))
+    return out[..., :2], w_ab * out[..., 2:] * inside[..., None]
+
+
 def identity_coords(n: int, h: int, w: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(n, h, w, 2) pixel-centre coordinates ``(u, v)``."""
     v, u = torch.meshgrid(torch.arange(h, dtype=dtype), torch.arange(w, dtype=dtype), indexing="ij")

@@ -10,7 +10,11 @@ near the answer), and checked against the flow j->i:
 
 Both are averaged over ``stride x stride`` blocks to feature resolution.
 Results are cached per ordered frame pair (they do not depend on the
-estimate once computed), so one update per edge suffices.
+estimate once computed), so one update per edge suffices.  The raw flows
+are kept a little longer (a small LRU) so that the reverse edge ``(j, i)``,
+which the frame graph always adds next, reuses both DIS fields instead of
+computing them again, and so that the motion filter's flow from the last
+keyframe to a frame is reused when that frame's edges are built.
 """
 from __future__ import annotations
 
@@ -37,7 +41,10 @@ class ClassicalOptions:
     fb_sigma: float = 1.0         #: forward-backward error (image px) at which confidence is exp(-1)
     min_confidence: float = 0.05  #: weights below this are set to 0
     init_from_coords: bool = True #: initialise DIS with the reprojection of the current estimate
-    cache_size: int = 4096        #: ordered frame pairs kept in the cache
+    cache_size: int = 4096        #: ordered frame pairs kept in the cache (feature resolution)
+    epipolar_px: float = 1.0      #: RANSAC fundamental-matrix threshold (feature px); outliers get weight 0 (0: off)
+    filter_min_gradient: float = 4.0  #: grey-level gradient (Sobel) of the pixels the motion filter averages
+    flow_cache: int = 64          #: raw image-resolution flow fields kept for reuse by reverse edges
     stride: int = 8               #: processing / feature resolution
 
 
@@ -55,35 +62,73 @@ class ClassicalFlow(CorrespondenceSource):
         self._dis = cv2.DISOpticalFlow_create(PRESETS[self.opt.preset])
         self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()  # the DIS object and the cache are shared by the threads
-        self._last: tuple[int, np.ndarray] | None = None  # (keyframe index, its flow to the last frame)
+        # motion filter: (keyframe index, composed flow keyframe -> last frame, last frame's grey image)
+        self._track: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._textured: tuple[int, np.ndarray] | None = None  # (keyframe index, its textured-pixel mask)
+        self._inits: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # composed flows, DIS inits
+        self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # raw flows a -> b
+        self.dis_calls = 0  # DIS evaluations so far (for benchmarks)
 
     def mean_flow(self, a: FrameData, b: FrameData) -> float:
         """Mean forward flow a->b (feature px) for the motion filter.
 
-        Consecutive calls with the same keyframe ``a`` chain: the flow to the
-        previous frame initialises DIS, which extends its capture range far
-        beyond what DIS finds from a zero start on small images.
+        Consecutive calls with the same keyframe ``a`` chain: the flow from
+        the previous frame to ``b`` (a small motion, which DIS gets right) is
+        composed with the flow a -> previous frame.  DIS from a zero start
+        fails beyond ~20 px on 320x240 images; the composed flow stays within
+        about a pixel and initialises the refined DIS flow a -> b whenever
+        that pair's correspondences are asked for (a new keyframe's edge, or
+        the frame's record for the trajectory filler).
         """
         with self._lock:
-            init = self._last[1] if self._last is not None and self._last[0] == a.index else None
-            flow = self._flow(a.features, b.features, init)
-            self._last = (a.index, flow)
-        return float(np.linalg.norm(flow, axis=-1).mean()) / self.stride
+            tr = self._track
+            if tr is not None and tr[0] == a.index:
+                step = self._flow(tr[2], b.features, None)
+                flow = compose_flows(tr[1], step)
+            else:
+                flow = self._flow(a.features, b.features, None)
+            self._track = (a.index, flow, b.features)
+            self._inits[(a.index, b.index)] = flow
+            while len(self._inits) > self.opt.flow_cache:
+                self._inits.popitem(last=False)
+            if self._textured is None or self._textured[0] != a.index:
+                self._textured = (a.index, textured_mask(a.features, self.opt.filter_min_gradient))
+            mask = self._textured[1]
+        mag = np.linalg.norm(flow, axis=-1)
+        # untextured pixels (sky, blank walls) get ~zero flow from DIS whatever the motion
+        return float(mag[mask].mean() if mask.mean() > 0.05 else mag.mean()) / self.stride
 
     def prepare(self, index: int, image: np.ndarray) -> FrameData:
         return FrameData(index=index, image=image, features=cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
 
     def _flow(self, a: np.ndarray, b: np.ndarray, init: np.ndarray | None) -> np.ndarray:
-        flow = None if init is None else np.ascontiguousarray(init, dtype=np.float32)
+        # DIS writes its result into the initial flow: pass a copy, never a cached field
+        flow = None if init is None else np.array(init, dtype=np.float32, order="C", copy=True)
+        self.dis_calls += 1
         return self._dis.calc(a, b, flow)
 
+    def _keep_flow(self, key: tuple[int, int], flow: np.ndarray) -> None:
+        self._flows[key] = flow
+        self._flows.move_to_end(key)
+        while len(self._flows) > self.opt.flow_cache:
+            self._flows.popitem(last=False)
+
     def pair(self, a: FrameData, b: FrameData, init: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Flow a->b in image pixels (H, W, 2) and its confidence (H, W)."""
-        fwd = self._flow(a.features, b.features, init)
-        binit = None
-        if init is not None:
-            binit = -cv2.remap(init, *_sample_maps(init), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        bwd = self._flow(b.features, a.features, binit)
+        """Flow a->b in image pixels (H, W, 2) and its confidence (H, W).
+
+        Raw flows a->b and b->a already computed (by the reverse edge or the
+        motion filter) are reused; new ones are kept for the reverse edge.
+        """
+        fwd = self._flows.get((a.index, b.index))
+        if fwd is None:
+            init = self._inits.get((a.index, b.index), init)
+            fwd = self._flow(a.features, b.features, init)
+            self._keep_flow((a.index, b.index), fwd)
+        bwd = self._flows.get((b.index, a.index))
+        if bwd is None:
+            binit = -cv2.remap(fwd, *_sample_maps(fwd), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            bwd = self._flow(b.features, a.features, binit)
+            self._keep_flow((b.index, a.index), bwd)
         H, W = fwd.shape[:2]
         mx, my = _sample_maps(fwd)
         back = cv2.remap(bwd, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(1e4, 1e4))
@@ -104,12 +149,12 @@ class ClassicalFlow(CorrespondenceSource):
                 init = None
                 if self.opt.init_from_coords and coords is not None:
                     init = _upsample_flow(coords[e].detach().cpu().numpy(), a.image.shape[:2], s)
-                if self._last is not None and self._last[0] == a.index and init is None:
-                    init = self._last[1]
                 with self._lock:
                     fwd, conf = self.pair(a, b, init)
                 tgt, wt = flow_to_feature(fwd, conf, s)
                 wt = np.where(wt < self.opt.min_confidence, 0.0, wt).astype(np.float32)
+                if self.opt.epipolar_px > 0:
+                    wt = wt * epipolar_inliers(tgt, wt, self.opt.epipolar_px, self.opt.min_confidence)
                 hit = (tgt, wt)
                 with self._lock:
                     self._cache[key] = hit
@@ -124,8 +169,48 @@ class ClassicalFlow(CorrespondenceSource):
 
     def forget(self, index: int) -> None:
         """Drop cached pairs involving an input frame (e.g. a removed keyframe)."""
-        for key in [k for k in self._cache if index in k]:
-            del self._cache[key]
+        with self._lock:
+            for cache in (self._cache, self._flows, self._inits):
+                for key in [k for k in cache if index in k]:
+                    del cache[key]
+
+
+def epipolar_inliers(target: np.ndarray, weight: np.ndarray, thresh: float, min_weight: float) -> np.ndarray:
+    """(h, w) float mask of the correspondences consistent with one fundamental matrix.
+
+    A RANSAC fit over the confident feature-resolution correspondences
+    (target: (h, w, 2), weight: (h, w)); flow that is consistent forward and
+    backward but wrong (aliasing on repetitive texture) mostly violates the
+    epipolar constraint.  Returns all ones when the fit is impossible
+    (too few points) so that it never removes everything.
+    """
+    h, w = target.shape[:2]
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    sel = weight > min_weight
+    ones = np.ones((h, w), np.float32)
+    if int(sel.sum()) < 16:
+        return ones
+    p0 = np.stack([u[sel], v[sel]], -1)
+    p1 = target[sel].astype(np.float32)
+    cv2.setRNGSeed(0)
+    F, mask = cv2.findFundamentalMat(p0, p1, cv2.FM_RANSAC, thresh, 0.999)
+    if F is None or F.shape != (3, 3) or mask is None:
+        return ones
+    out = ones.copy()
+    out[sel] = mask.ravel().astype(np.float32)
+    return out
+
+
+def textured_mask(grey: np.ndarray, min_gradient: float) -> np.ndarray:
+    """(H, W) bool: pixels whose smoothed Sobel gradient magnitude reaches ``min_gradient``."""
+    g = cv2.GaussianBlur(grey, (5, 5), 1.0).astype(np.float32)
+    mag = cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
+    return mag >= min_gradient
+
+
+def compose_flows(f_ab: np.ndarray, f_bc: np.ndarray) -> np.ndarray:
+    """Flow a->c (H, W, 2) from a->b and b->c: ``f_ab(x) + f_bc(x + f_ab(x))`` (bilinear, edges replicated)."""
+    return f_ab + cv2.remap(f_bc, *_sample_maps(f_ab), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _sample_maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,13 @@
 """Trajectory filler: a pose for every input frame, not only the keyframes.
 
 Each non-keyframe t between keyframes a (before) and b (after) starts from
-the geodesic interpolation of their poses at t's timestamp and is refined
-against both keyframes (their depths held fixed) with a pose-only BA on the
-correspondences a->t and b->t.  Frames are processed in chunks so that each
-BA is a small batched problem.
+the geodesic interpolation of their poses at t's timestamp and is refined by
+a pose-only BA against keyframe depths (held fixed): against the keyframe it
+was tracked against, with the correspondences the frontend recorded while
+tracking (no second pass over the input), or, for frames without such a
+record, against both a and b with correspondences a->t and b->t computed in a
+second pass.  Frames are processed in chunks so that each BA is a small
+batched problem.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import torch
 from slam.ba.dense_ba import DenseBA, LMOptions
 from slam.corr.base import CorrespondenceSource, FrameData
 from slam.geometry.projective import project_edges
-from slam.system.store import Snapshot
+from slam.system.store import Snapshot, TrackRecord
 
 
 @dataclass
@@ -54,7 +57,8 @@ def interpolate_poses(snap: Snapshot, timestamps: np.ndarray) -> tuple[torch.Ten
 def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndarray, frame_ids: np.ndarray,
                     kf_frames: dict[int, FrameData], frames: Iterable[tuple[int, np.ndarray]] | None,
                     source: CorrespondenceSource, options: FillerOptions, lm: LMOptions,
-                    on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    on_progress: Callable[[int], None] | None = None,
+                    tracks: dict[int, TrackRecord] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Camera-to-world poses (F, 4, 4) and a tracked flag (F,) for every frame.
 
     Args:
@@ -62,7 +66,11 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
         timestamps, frame_ids: (F,) of every input frame, in order.
         kf_frames: input-frame index -> the keyframe's correspondence data.
         frames: iterator of ``(frame_id, image at processing resolution)`` over
-            all frames again (None: interpolation only).
+            all frames again, used for the frames without a track record
+            (None: interpolation only for them).
+        tracks: the frontend's records (input-frame index -> correspondences
+            to its keyframe); frames with a record whose keyframe still exists
+            are refined against it with no second pass over the input.
     """
     G0, prv, nxt = interpolate_poses(snap, timestamps)
     poses = G0.clone()
@@ -74,58 +82,97 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
         if is_kf[r]:
             poses[r] = snap.poses[slot_of[int(f)]]
             tracked[r] = True
-    if frames is not None and options.refine and snap.n >= 2:
-        row_of = {int(f): r for r, f in enumerate(frame_ids)}
-        batch: list[tuple[int, FrameData]] = []
-        for fid, image in frames:
-            r = row_of.get(int(fid))
-            if r is None or is_kf[r]:
-                if on_progress:
-                    on_progress(1)
+    if not options.refine or snap.n < 2:
+        return pp.SE3(poses.double()).Inv().matrix().numpy(), tracked
+    done = is_kf.copy()
+    # 1. frames tracked by the frontend: one edge each, from their records
+    if tracks:
+        batch: list[_Edge] = []
+        for r, f in enumerate(frame_ids):
+            rec = tracks.get(int(f))
+            if done[r] or rec is None or rec.anchor not in slot_of:
                 continue
-            batch.append((r, source.prepare(int(fid), image)))
+            batch.append(_Edge(r, slot_of[rec.anchor], rec.target, rec.weight))
+            done[r] = True
             if len(batch) >= options.chunk:
-                _refine_chunk(batch, snap, feature_K, prv, nxt, kf_frames, poses, tracked, source, options, lm)
+                _refine_chunk(batch, snap, feature_K, poses, tracked, options, lm)
                 if on_progress:
                     on_progress(len(batch))
                 batch = []
         if batch:
-            _refine_chunk(batch, snap, feature_K, prv, nxt, kf_frames, poses, tracked, source, options, lm)
+            _refine_chunk(batch, snap, feature_K, poses, tracked, options, lm)
             if on_progress:
                 on_progress(len(batch))
+    # 2. the others: correspondences to both neighbouring keyframes, from a second pass
+    if frames is not None and not done.all():
+        row_of = {int(f): r for r, f in enumerate(frame_ids)}
+        pending: list[_Edge] = []
+        n_rows = 0
+        for fid, image in frames:
+            r = row_of.get(int(fid))
+            if r is None or done[r]:
+                continue
+            fd = source.prepare(int(fid), image)
+            anchors = sorted({int(prv[r]), int(nxt[r])})
+            upd = source.update([kf_frames[kf_ids[a]] for a in anchors], [fd] * len(anchors),
+                                _coords(snap, feature_K, poses, r, anchors))
+            pending += [_Edge(r, a, upd.target[e], upd.weight[e]) for e, a in enumerate(anchors)]
+            n_rows += 1
+            if n_rows >= options.chunk:
+                _refine_chunk(pending, snap, feature_K, poses, tracked, options, lm)
+                if on_progress:
+                    on_progress(n_rows)
+                pending, n_rows = [], 0
+        if pending:
+            _refine_chunk(pending, snap, feature_K, poses, tracked, options, lm)
+            if on_progress:
+                on_progress(n_rows)
     T_wc = pp.SE3(poses.double()).Inv().matrix().numpy()
     return T_wc, tracked
 
 
-def _refine_chunk(batch: list[tuple[int, FrameData]], snap: Snapshot, K: torch.Tensor, prv: np.ndarray,
-                  nxt: np.ndarray, kf_frames: dict[int, FrameData], poses: torch.Tensor, tracked: np.ndarray,
-                  source: CorrespondenceSource, options: FillerOptions, lm: LMOptions) -> None:
-    """Pose-only BA of a chunk of non-keyframes against their neighbouring keyframes."""
-    rows = [r for r, _ in batch]
-    anchors = sorted({int(prv[r]) for r in rows} | {int(nxt[r]) for r in rows})
+@dataclass
+class _Edge:
+    """One filler edge: keyframe slot -> frame row, with its correspondences (h, w, 2)."""
+
+    row: int
+    slot: int
+    target: torch.Tensor
+    weight: torch.Tensor
+
+
+def _coords(snap: Snapshot, K: torch.Tensor, poses: torch.Tensor, r: int, anchors: list[int]) -> torch.Tensor:
+    """(A, h, w, 2) reprojection of the anchors' pixels into frame row r at its current pose."""
+    dev, dt = snap.disps.device, snap.disps.dtype
+    G = torch.cat([snap.poses[anchors], poses[r:r + 1].to(dev, dt)], 0)
+    disps = torch.cat([snap.disps[anchors], snap.disps[anchors[:1]]], 0)
+    A = len(anchors)
+    return project_edges(pp.SE3(G), disps, K, torch.arange(A, device=dev), torch.full((A,), A, device=dev)).coords
+
+
+def _refine_chunk(edges: list[_Edge], snap: Snapshot, K: torch.Tensor, poses: torch.Tensor, tracked: np.ndarray,
+                  options: FillerOptions, lm: LMOptions) -> None:
+    """Pose-only BA of a chunk of non-keyframes against their keyframes' depths (held)."""
+    rows = sorted({e.row for e in edges})
+    anchors = sorted({e.slot for e in edges})
     a_local = {a: i for i, a in enumerate(anchors)}
-    na, nb = len(anchors), len(batch)
+    r_local = {r: i for i, r in enumerate(rows)}
+    na, nb = len(anchors), len(rows)
     dev, dt = snap.disps.device, snap.disps.dtype
     G = torch.cat([snap.poses[anchors], poses[rows].to(dev, dt)], 0)
     h, w = snap.disps.shape[-2:]
     disps = torch.cat([snap.disps[anchors], torch.ones(nb, h, w, device=dev, dtype=dt)], 0)
-    ii, jj, fi, fj = [], [], [], []
-    for b, (r, fd) in enumerate(batch):
-        for a in {int(prv[r]), int(nxt[r])}:
-            ii.append(a_local[a])
-            jj.append(na + b)
-            fi.append(kf_frames[int(snap.frame_index[a])])
-            fj.append(fd)
-    ii_t, jj_t = torch.tensor(ii, device=dev), torch.tensor(jj, device=dev)
-    coords = project_edges(pp.SE3(G), disps, K, ii_t, jj_t).coords
-    upd = source.update(fi, fj, coords)
+    ii_t = torch.tensor([a_local[e.slot] for e in edges], device=dev)
+    jj_t = torch.tensor([na + r_local[e.row] for e in edges], device=dev)
+    target = torch.stack([e.target for e in edges]).to(dev, dt)
+    weight = torch.stack([e.weight for e in edges]).to(dev, dt)
     fixed = torch.zeros(na + nb, dtype=torch.bool, device=dev)
     fixed[:na] = True
-    ba = DenseBA(ii_t, jj_t, upd.target.to(dev, dt), upd.weight.to(dev, dt), na + nb, fixed=fixed,
+    ba = DenseBA(ii_t, jj_t, target, weight, na + nb, fixed=fixed,
                  options=LMOptions(**{**vars(lm), "iters": options.iters}), optimize_disps=False)
     res = ba.run(pp.SE3(G), disps, K)
-    valid = torch.zeros(na + nb, device=dev).index_add_(0, jj_t, (upd.weight[..., 0] > 0.5).float().mean((1, 2)).to(dev))
-    cnt = torch.zeros(na + nb, device=dev).index_add_(0, jj_t, torch.ones(len(jj), device=dev))
+    valid = torch.zeros(na + nb, device=dev).index_add_(0, jj_t, (weight[..., 0] > 0.5).float().mean((1, 2)))
+    cnt = torch.zeros(na + nb, device=dev).index_add_(0, jj_t, torch.ones(len(edges), device=dev))
     share = (valid / cnt.clamp(min=1))[na:]
     for b, r in enumerate(rows):
         ok = bool(share[b] >= options.min_valid)

@@ -15,7 +15,8 @@ from slam.ba.dense_ba import LMOptions
 from slam.corr.base import CorrespondenceSource
 from slam.system.graph import FrameGraph, frame_distance
 from slam.system.optimize import optimize_store
-from slam.system.store import KeyframeStore
+from slam.corr.base import compose_targets
+from slam.system.store import KeyframeStore, TrackRecord
 
 
 @dataclass
@@ -34,6 +35,11 @@ class FrontendOptions:
     proximity_max: int = 4          # proximity edges per new keyframe (each in both directions)
     keyframe_thresh: float = 1.25   # remove the second-newest keyframe when closer than this to its predecessor
     optimize_focal: bool = True     # estimate the focal in the initialisation when it is unknown
+    init_two_view: bool = True      # start the seed from an essential-matrix two-view reconstruction
+    init_min_parallax: float = 0.5  # median triangulation angle (deg) needed to trust the two-view start
+    init_min_inliers: float = 0.5   # share of RANSAC inliers needed to trust the two-view start
+    init_ransac_px: float = 0.3     # RANSAC threshold (feature px) of the essential matrix
+    record_tracks: bool = True      # keep each non-keyframe's correspondences to its keyframe for the filler
 
 
 class Frontend:
@@ -53,6 +59,7 @@ class Frontend:
         self.ba_lock = ba_lock
         self.motion_weighting = motion_weighting
         self.initialized = False
+        self.two_view_used = False  # whether the initialisation started from a two-view reconstruction
         self.frames_seen = 0
         self.new_keyframes = 0  # since the backend last ran (the backend resets it)
 
@@ -67,6 +74,9 @@ class Frontend:
             return True
         last = s.frames[s.n - 1]
         if self.source.mean_flow(last, fd) < self.opt.filter_thresh:
+            if self.opt.record_tracks:
+                upd = self.source.frame_edge(last, fd)
+                s.record_track(index, TrackRecord(last.index, upd.target[0].cpu(), upd.weight[0].cpu()))
             return False
         with s.lock:
             n = s.n
@@ -97,8 +107,21 @@ class Frontend:
         with self.ba_lock:
             n0 = min(o.init_seed, s.n)
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, o.radius))
-            optimize_store(s, self.graph.edges, fixed_below=1, options=lm, optimize_focal=focal,
-                           motion_weighting=self.motion_weighting)
+            start = self._seed_state(n0)
+            res = optimize_store(s, self.graph.edges, fixed_below=1, options=lm, optimize_focal=focal,
+                                 motion_weighting=self.motion_weighting)
+            if o.init_two_view and res is not None:
+                # second candidate: the two-view start; keep whichever ends with the lower cost
+                # (planar scenes make the essential matrix ambiguous, rotations make it unreliable)
+                from_identity = self._seed_state(n0)
+                self._set_seed_state(n0, start)
+                res2 = None
+                if self._two_view_seed(n0):
+                    res2 = optimize_store(s, self.graph.edges, fixed_below=1, options=lm, optimize_focal=focal,
+                                          motion_weighting=self.motion_weighting)
+                self.two_view_used = res2 is not None and float(res2.costs[-1]) < float(res.costs[-1])
+                if not self.two_view_used:
+                    self._set_seed_state(n0, from_identity)
             for t in range(n0, s.n):
                 self._track_pose(t)
                 ii, jj = FrameGraph.temporal_pairs(max(0, t - o.radius), t + 1, o.radius)
@@ -109,19 +132,75 @@ class Frontend:
             self._normalize_scale()
         self.initialized = True
 
-    def _track_pose(self, t: int) -> None:
-        """Pose-only BA of slot t against the depths of up to ``radius`` predecessors."""
+    def _seed_state(self, n0: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Copies of the poses and depths of slots ``0 .. n0-1`` and of the intrinsics."""
+        s = self.store
+        with s.lock:
+            return s.poses[:n0].clone(), s.disps[:n0].clone(), s.intrinsics.clone()
+
+    def _set_seed_state(self, n0: int, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+        s = self.store
+        with s.lock:
+            s.poses[:n0], s.disps[:n0], s.intrinsics[:] = state
+            s.version += 1
+            s.changed.update(range(n0))
+
+    def _two_view_seed(self, n0: int) -> bool:
+        """Start slots ``0 .. n0-1`` from a two-view reconstruction of (0, n0-1).
+
+        Frame 0's inverse depth is triangulated from the essential matrix of its
+        correspondences to slot ``b = n0 - 1`` (untriangulated pixels get the
+        median), b gets the recovered pose (unit baseline) and the slots in
+        between interpolate it on the Lie algebra.  Returns False (leaving the
+        identity start) when the parallax or the inlier share is too small to
+        trust, e.g. for a rotating camera.
+        """
+        from slam.geometry.twoview import two_view
+
         s, o = self.store, self.opt
-        src = torch.arange(max(0, t - o.radius), t)
-        if src.numel() == 0:
+        b = n0 - 1
+        if b < 1:
+            return False
+        upd = self.graph.correspond(torch.tensor([0]), torch.tensor([b]))
+        K = s.feature_intrinsics().double().cpu().numpy()
+        tv = two_view(upd.target[0].cpu().numpy(), upd.weight[0, ..., 0].cpu().numpy(), K,
+                      ransac_px=o.init_ransac_px)
+        if tv is None or tv.parallax_deg < o.init_min_parallax or tv.inlier_ratio < o.init_min_inliers:
+            return False
+        disp = tv.disp.copy()
+        disp[~tv.valid] = np.median(tv.disp[tv.valid])
+        T = np.eye(4)
+        T[:3, :3], T[:3, 3] = tv.R, tv.t
+        xi = pp.mat2SE3(torch.from_numpy(T), check=False).Log()
+        with s.lock:
+            for k in range(1, n0):
+                s.poses[k] = (xi * (k / b)).Exp().tensor().to(s.poses)
+            s.disps[:n0] = torch.from_numpy(disp).to(s.disps)
+            s.version += 1
+            s.changed.update(range(n0))
+        return True
+
+    def _track_pose(self, t: int) -> None:
+        """Pose-only BA of slot t against the depths of up to ``radius`` predecessors.
+
+        The edge from the previous keyframe comes first (its correspondences
+        start from the motion filter's flow, which does not depend on the
+        estimate); the older keyframes' edges are added once that pose is
+        known, so that their correspondences start from a good reprojection.
+        """
+        s, o = self.store, self.opt
+        if t == 0:
             return
-        edges = self.graph.edges
-        have = set(zip(edges.ii.tolist(), edges.jj.tolist()))
-        ii = torch.tensor([int(a) for a in src if (int(a), t) not in have], dtype=torch.long)
-        self.graph.add(ii, torch.full_like(ii, t))
-        e = self.graph.edges
-        optimize_store(s, self.graph.select(e.jj == t), fixed_below=t, options=self.lm,
-                       motion_weighting=self.motion_weighting, optimize_disps=False)
+        for src in (torch.tensor([t - 1]), torch.arange(max(0, t - o.radius), t - 1)):
+            edges = self.graph.edges
+            have = set(zip(edges.ii.tolist(), edges.jj.tolist()))
+            ii = torch.tensor([int(a) for a in src if (int(a), t) not in have], dtype=torch.long)
+            if ii.numel() == 0:
+                continue
+            self.graph.add(ii, torch.full_like(ii, t))
+            e = self.graph.edges
+            optimize_store(s, self.graph.select(e.jj == t), fixed_below=t, options=self.lm,
+                           motion_weighting=self.motion_weighting, optimize_disps=False)
 
     def _normalize_scale(self) -> None:
         """Fix the monocular scale so that the mean inverse depth is 1."""
@@ -165,6 +244,26 @@ class Frontend:
             d = frame_distance(s.poses[: s.n], s.disps[: s.n], s.feature_intrinsics(),
                                torch.tensor([k]), torch.tensor([k - 1]))
         if float(d[0]) < o.keyframe_thresh:
+            if o.record_tracks:
+                self._retire_keyframe(k)
             s.remove(k)
             self.graph.remove_slot(k)
             self.new_keyframes = max(0, self.new_keyframes - 1)
+
+    def _retire_keyframe(self, k: int) -> None:
+        """Before slot k is removed: its frame becomes a tracked non-keyframe of
+        slot k-1 (through the graph edge k-1 -> k), and the frames tracked
+        against it are re-anchored to k-1 by chaining their correspondences."""
+        s, e = self.store, self.graph.edges
+        hit = torch.nonzero((e.ii == k - 1) & (e.jj == k))
+        if hit.numel() == 0:
+            return
+        m = int(hit[0, 0])
+        t_ab, w_ab = e.target[m].cpu(), e.weight[m].cpu()
+        fa, fk = int(s.frame_index[k - 1]), int(s.frame_index[k])
+        with s.lock:
+            for f, rec in list(s.tracks.items()):
+                if rec.anchor == fk:
+                    t, w = compose_targets(t_ab, w_ab, rec.target, rec.weight)
+                    s.tracks[f] = TrackRecord(fa, t, w)
+            s.tracks[fk] = TrackRecord(fa, t_ab.clone(), w_ab.clone())

@@ -174,12 +174,20 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     restream = None
     filler = FillerOptions(**dict(cfg.filler))
     fbar = None
-    if not interrupted and filler.refine and snap.n >= 2:
-        fbar = _bar(len(ids_arr), "filling", progress)
-        restream = ((f.index, prepare(f)) for f in seq)
+    with store.lock:
+        tracks = dict(store.tracks)
+    kf_set = set(kf_frames)
+    # frames the frontend did not record against a surviving keyframe need a second pass
+    need = {int(f) for f in frame_ids if int(f) not in kf_set and
+            (int(f) not in tracks or tracks[int(f)].anchor not in kf_set)}
+    if filler.refine and snap.n >= 2:
+        fbar = _bar(len(ids_arr) - len(kf_set), "filling", progress)
+        if need and not interrupted:
+            restream = ((f.index, prepare(f)) for f in seq if f.index in need)
     try:
         poses, tracked = fill_trajectory(snap, store.feature_intrinsics(), ts_arr, ids_arr, kf_frames, restream,
-                                         source, filler, lm, on_progress=(fbar.update if fbar else None))
+                                         source, filler, lm, on_progress=(fbar.update if fbar else None),
+                                         tracks=tracks)
     except KeyboardInterrupt:
         interrupted = True
         poses, tracked = fill_trajectory(snap, store.feature_intrinsics(), ts_arr, ids_arr, kf_frames, None,

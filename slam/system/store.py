@@ -25,6 +25,21 @@ from slam.data.sequence import InputError
 
 
 @dataclass
+class TrackRecord:
+    """Correspondences of a tracked non-keyframe to the keyframe it was tracked against.
+
+    Attributes:
+        anchor: input-frame index of that keyframe.
+        target: (h, w, 2) coordinates in the frame of the keyframe's pixels (feature resolution).
+        weight: (h, w, 2) their confidence.
+    """
+
+    anchor: int
+    target: torch.Tensor
+    weight: torch.Tensor
+
+
+@dataclass
 class Snapshot:
     """A consistent copy of the first ``n`` slots (tensors are clones)."""
 
@@ -70,6 +85,7 @@ class KeyframeStore:
         self.focal_known = focal_known
         self.changed: set[int] = set()
         self.removed_frames: list[int] = []
+        self.tracks: dict[int, TrackRecord] = {}  # input-frame index -> its record (non-keyframes)
 
     # ------------------------------------------------------------------ access
     def feature_intrinsics(self) -> torch.Tensor:
@@ -145,6 +161,11 @@ class KeyframeStore:
             self.n -= 1
             self.version += 1
             self.changed = {s if s < k else s - 1 for s in self.changed if s != k} | set(range(k, self.n))
+
+    def record_track(self, frame_index: int, record: TrackRecord) -> None:
+        """Keep the correspondences of a tracked non-keyframe (for the trajectory filler)."""
+        with self.lock:
+            self.tracks[int(frame_index)] = record
 
     def take_changes(self) -> set[int]:
         """Slots changed since the last call (for incremental viewers)."""
