@@ -146,3 +146,42 @@ def test_images_of_changing_size(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "0002.png" in err and "Traceback" not in err
+
+
+def test_learned_source_alternates_updates_and_ba(tmp_path):
+    """correspondence=learned drops into the same system: per-edge recurrent state is
+    carried from one update to the next between BA rounds (random weights here;
+    the shipped weights' accuracy is tested in tests/test_weights.py)."""
+    import torch
+
+    from slam.corr.learned import LearnedFlow
+    from slam.net import CorrNet, save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "w.pt"
+    save_checkpoint(ckpt, CorrNet(), command="test", seed=0, steps=0)
+    w = make_world(seed=22, scene="room", motion="handheld", frames=14, width=160, height=120, focal=130.0)
+    calls = {"with_state": 0, "fresh": 0}
+    orig = LearnedFlow.update
+
+    def counting(self, fi, fj, coords, state=None):
+        calls["with_state" if state is not None else "fresh"] += 1
+        return orig(self, fi, fj, coords, state)
+
+    LearnedFlow.update = counting
+    try:
+        cfg = load_config("run", ["correspondence=learned", f"correspondence.weights={ckpt}", "image.pixels=19200",
+                                  "frontend.filter_thresh=0.5", "frontend.init_frames=3"])
+        recon = run_sequence(w, cfg, progress=False)
+    finally:
+        LearnedFlow.update = orig
+    assert recon.correspondence == "learned"
+    assert len(recon.timestamps) == len(w) and np.isfinite(recon.poses).all()
+    assert calls["fresh"] > 0 and calls["with_state"] > 0
+
+
+def test_learned_without_weights_is_a_clear_error(tmp_path, capsys):
+    code = cli(["run", "--out", str(tmp_path / "o"), "--no-progress", "correspondence=learned",
+                f"correspondence.weights={tmp_path / 'missing.pt'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "weights" in err and "Traceback" not in err

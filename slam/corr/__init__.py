@@ -1,6 +1,6 @@
 """Correspondence sources behind one interface (:mod:`slam.corr.base`):
 ``classical`` (OpenCV DIS flow + forward-backward check) and ``oracle``
-(ground-truth flow of a synthetic world); ``learned`` arrives with the network.
+(ground-truth flow of a synthetic world) and ``learned`` (the recurrent network of :mod:`slam.net`).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from slam.corr.base import CorrespondenceSource, EdgeUpdate, FrameData
 from slam.data.sequence import InputError, Sequence
 
-NAMES = ("classical", "oracle")
+NAMES = ("classical", "oracle", "learned")
 
 
 def synthetic_world_for(seq: Sequence) -> Sequence:
@@ -43,6 +43,11 @@ def make_source(cfg: DictConfig, seq: Sequence, image_size: tuple[int, int]) -> 
         from slam.corr.oracle import OracleFlow
 
         return OracleFlow(synthetic_world_for(seq), image_size, stride=cfg.get("stride", 8))
+    if name == "learned":
+        from slam.corr.learned import LearnedFlow, LearnedOptions
+
+        keys = set(LearnedOptions.__dataclass_fields__)
+        return LearnedFlow(LearnedOptions(**{k: v for k, v in cfg.items() if k in keys}))
     raise InputError(f"unknown correspondence {name!r}; expected one of {', '.join(NAMES)}")
 
 

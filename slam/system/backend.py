@@ -11,7 +11,7 @@ import torch
 from slam.ba.dense_ba import LMOptions
 from slam.corr.base import CorrespondenceSource
 from slam.system.graph import FrameGraph
-from slam.system.optimize import optimize_store
+from slam.system.optimize import solve_graph
 from slam.system.store import KeyframeStore
 
 
@@ -43,7 +43,7 @@ def global_ba(store: KeyframeStore, source: CorrespondenceSource, opt: BackendOp
     keep = pi > pj  # proximity_pairs from every slot lists each pair twice: keep one orientation set
     graph.add(torch.cat([pi[keep], pj[keep]]), torch.cat([pj[keep], pi[keep]]))
     lm = LMOptions(**{**vars(lm), "iters": iters})
-    optimize_store(store, graph.edges, fixed_below=1, options=lm,
+    solve_graph(store, graph, None, fixed_below=1, options=lm,
                    optimize_focal=opt.optimize_focal and not store.focal_known,
                    motion_weighting=motion_weighting)
 

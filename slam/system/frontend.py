@@ -14,7 +14,7 @@ import torch
 from slam.ba.dense_ba import LMOptions
 from slam.corr.base import CorrespondenceSource
 from slam.system.graph import FrameGraph, frame_distance
-from slam.system.optimize import optimize_store
+from slam.system.optimize import solve_graph
 from slam.corr.base import compose_targets
 from slam.system.store import KeyframeStore, TrackRecord
 
@@ -108,7 +108,7 @@ class Frontend:
             n0 = min(o.init_seed, s.n)
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, o.radius))
             start = self._seed_state(n0)
-            res = optimize_store(s, self.graph.edges, fixed_below=1, options=lm, optimize_focal=focal,
+            res = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
                                  motion_weighting=self.motion_weighting)
             if o.init_two_view and res is not None:
                 # second candidate: the two-view start; keep whichever ends with the lower cost
@@ -117,7 +117,7 @@ class Frontend:
                 self._set_seed_state(n0, start)
                 res2 = None
                 if self._two_view_seed(n0):
-                    res2 = optimize_store(s, self.graph.edges, fixed_below=1, options=lm, optimize_focal=focal,
+                    res2 = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
                                           motion_weighting=self.motion_weighting)
                 self.two_view_used = res2 is not None and float(res2.costs[-1]) < float(res.costs[-1])
                 if not self.two_view_used:
@@ -127,7 +127,7 @@ class Frontend:
                 ii, jj = FrameGraph.temporal_pairs(max(0, t - o.radius), t + 1, o.radius)
                 sel = (ii == t) | (jj == t)
                 self.graph.add(ii[sel], jj[sel])
-                optimize_store(s, self.graph.edges, fixed_below=1, options=lm, optimize_focal=focal,
+                solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
                                motion_weighting=self.motion_weighting)
             self._normalize_scale()
         self.initialized = True
@@ -199,7 +199,7 @@ class Frontend:
                 continue
             self.graph.add(ii, torch.full_like(ii, t))
             e = self.graph.edges
-            optimize_store(s, self.graph.select(e.jj == t), fixed_below=t, options=self.lm,
+            solve_graph(s, self.graph, e.jj == t, fixed_below=t, options=self.lm,
                            motion_weighting=self.motion_weighting, optimize_disps=False)
 
     def _normalize_scale(self) -> None:
@@ -231,7 +231,7 @@ class Frontend:
                 self.graph.add(pi, pj)
             e = self.graph.edges
             in_window = (e.ii >= t0 - 1) | (e.jj >= t0 - 1)
-            optimize_store(s, self.graph.select(in_window), fixed_below=t0, options=self.lm,
+            solve_graph(s, self.graph, in_window, fixed_below=t0, options=self.lm,
                            motion_weighting=self.motion_weighting)
             self._remove_redundant()
 

@@ -127,18 +127,19 @@ class FrameGraph:
         t = torch.tensor(new, dtype=torch.long)
         e = self.edges
         upd = self.correspond(t[:, 0], t[:, 1])
+        states = [None] * len(new) if upd.state is None else list(upd.state)
         if e.target is None:
-            self.edges = Edges(t[:, 0], t[:, 1], upd.target, upd.weight, upd.motion, [None] * len(new))
+            self.edges = Edges(t[:, 0], t[:, 1], upd.target, upd.weight, upd.motion, states)
         else:
             motion = None
             if e.motion is not None and upd.motion is not None:
                 motion = torch.cat([e.motion, upd.motion])
             self.edges = Edges(torch.cat([e.ii, t[:, 0]]), torch.cat([e.jj, t[:, 1]]),
                                torch.cat([e.target, upd.target]), torch.cat([e.weight, upd.weight]), motion,
-                               e.state + [None] * len(new))
+                               e.state + states)
         return len(new)
 
-    def correspond(self, ii: torch.Tensor, jj: torch.Tensor):
+    def correspond(self, ii: torch.Tensor, jj: torch.Tensor, state: Any = None):
         """Run the correspondence source on edges (slots), initialised from the current reprojection."""
         s = self.store
         with s.lock:
@@ -148,16 +149,27 @@ class FrameGraph:
             disps = s.disps[: s.n].clone()
             K = s.feature_intrinsics()
         coords = project_edges(G, disps, K, ii.to(disps.device), jj.to(disps.device)).coords
-        return self.source.update(fi, fj, coords)
+        return self.source.update(fi, fj, coords, state)
 
     def refresh(self, mask: torch.Tensor | None = None) -> None:
-        """Re-run an iterative (learned) source on the selected edges."""
+        """Re-run an iterative (learned) source on the selected edges at the current
+        reprojection, continuing from each edge's recurrent state."""
         if not self.source.iterative or len(self.edges) == 0:
             return
-        sel = torch.nonzero(mask if mask is not None else torch.ones(len(self.edges), dtype=torch.bool))[:, 0]
-        upd = self.correspond(self.edges.ii[sel], self.edges.jj[sel])
-        self.edges.target[sel] = upd.target
-        self.edges.weight[sel] = upd.weight
+        e = self.edges
+        sel = torch.nonzero(mask if mask is not None else torch.ones(len(e), dtype=torch.bool))[:, 0]
+        if sel.numel() == 0:
+            return
+        states = [e.state[i] for i in sel.tolist()]
+        state = None if any(x is None for x in states) else torch.stack(states)
+        upd = self.correspond(e.ii[sel], e.jj[sel], state)
+        e.target[sel] = upd.target.to(e.target)
+        e.weight[sel] = upd.weight.to(e.weight)
+        if e.motion is not None and upd.motion is not None:
+            e.motion[sel] = upd.motion.to(e.motion)
+        if upd.state is not None:
+            for k, i in enumerate(sel.tolist()):
+                e.state[i] = upd.state[k]
 
     def remove_slot(self, k: int) -> None:
         """Drop the edges touching slot k and renumber later slots (call with the store's removal)."""

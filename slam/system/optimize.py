@@ -11,7 +11,7 @@ import pypose as pp
 import torch
 
 from slam.ba.dense_ba import BAResult, DenseBA, LMOptions
-from slam.system.graph import Edges
+from slam.system.graph import Edges, FrameGraph
 from slam.system.store import KeyframeStore
 
 
@@ -74,4 +74,20 @@ def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, opti
             store.write(active[src.cpu()], disps=res.disps[src], confidence=conf[src])
         if optimize_focal:
             store.set_feature_focal(res.intrinsics)
+    return res
+
+
+def solve_graph(store: KeyframeStore, graph: FrameGraph, mask: torch.Tensor | None = None, **kwargs) -> BAResult | None:
+    """BA over the graph's edges selected by ``mask`` (all if None), alternated
+    with the correspondence source's updates when it is iterative: ``rounds``
+    times (the source's ``rounds``, 1 for one-shot sources) refresh the edges
+    at the current reprojection, then run :func:`optimize_store` with
+    ``kwargs``.  Returns the last BA result."""
+    rounds = int(getattr(graph.source, "rounds", 1)) if graph.source.iterative else 1
+    res = None
+    for r in range(max(1, rounds)):
+        if r > 0:
+            graph.refresh(mask)
+        edges = graph.edges if mask is None else graph.select(mask)
+        res = optimize_store(store, edges, **kwargs)
     return res

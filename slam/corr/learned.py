@@ -1,0 +1,139 @@
+"""Learned correspondences: the recurrent update operator of :mod:`slam.net`.
+
+Per frame, :meth:`LearnedFlow.prepare` encodes the image once (correlation
+features, GRU hidden-state initialisation and context input at 1/8
+resolution) and keeps the maps in :class:`FrameData.features`.  Per edge,
+:meth:`LearnedFlow.update` looks the correlation pyramid up at the current
+reprojected coordinates, runs one ConvGRU step from the edge's hidden state
+and returns the revised targets, the confidence weights, the motion
+probability and the new hidden state; the frontend and backend alternate it
+with bundle adjustment (``iterative = True``).
+
+Without geometry (the motion filter, a non-keyframe's record for the
+trajectory filler) the operator runs as plain optical flow: the next
+iteration looks up at the last targets.
+
+Grad mode is off (``torch.no_grad``) in every call; the threads share
+one model, which is read-only here.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slam.corr.base import CorrespondenceSource, EdgeUpdate, FrameData, identity_coords
+from slam.data.sequence import InputError
+
+
+@dataclass
+class LearnedOptions:
+    """Tunables (mirrored, with comments, in ``configs/correspondence/learned.yaml``)."""
+
+    weights: str = "weights/corrnet_small.pt"  #: checkpoint; relative paths resolve against the repo / package
+    device: str = "cpu"           #: torch device of the network
+    threads: int = 0              #: torch intra-op threads (0: leave torch's default)
+    filter_iters: int = 2         #: flow-mode iterations of the motion filter
+    track_iters: int = 4          #: flow-mode iterations of a non-keyframe's record (filler)
+    rounds: int = 3               #: update -> BA rounds per BA call of the frontend and backend
+    on_demand: bool = False       #: on-demand correlation instead of all-pairs volumes
+    max_elements: int = 50_000_000  #: on-demand chunk size (float elements)
+    stride: int = 8               #: processing / feature resolution (fixed by the network)
+
+
+def resolve_weights(path: str) -> Path:
+    """A checkpoint path: as given, else relative to the repository / installed package root."""
+    p = Path(path).expanduser()
+    if p.is_file() or p.is_absolute():
+        return p
+    root = Path(__file__).resolve().parents[2]
+    return root / p if (root / p).is_file() else p
+
+
+class LearnedFlow(CorrespondenceSource):
+    """The learned update operator behind the correspondence interface (see module docstring)."""
+
+    name = "learned"
+    iterative = True
+
+    def __init__(self, options: LearnedOptions | None = None) -> None:
+        from slam.net.checkpoint import load_checkpoint
+
+        self.opt = o = options or LearnedOptions()
+        self.stride = o.stride
+        self.rounds = o.rounds
+        path = resolve_weights(o.weights)
+        if not path.is_file():
+            raise InputError(f"correspondence=learned: weights {o.weights} not found "
+                             "(train them with `slam train`, or pass correspondence.weights=FILE)")
+        self.device = torch.device(o.device)
+        if o.threads > 0:
+            torch.set_num_threads(int(o.threads))
+        self.model, self.provenance = load_checkpoint(path, map_location=self.device)
+        self.weights_path = path
+        self._lock = threading.Lock()
+        self._track: tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------ per frame
+    def prepare(self, index: int, image: np.ndarray) -> FrameData:
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
+        with torch.no_grad():
+            fmap, net, inp = self.model.encode(x)
+        return FrameData(index=index, image=image, features={"fmap": fmap[0], "net": net[0], "inp": inp[0]})
+
+    # ------------------------------------------------------------- per edge
+    def _corr(self, frames_i: list[FrameData], frames_j: list[FrameData]):
+        E = len(frames_i)
+        fmaps = torch.stack([f.features["fmap"] for f in frames_i] + [f.features["fmap"] for f in frames_j])
+        ii, jj = torch.arange(E, device=self.device), torch.arange(E, 2 * E, device=self.device)
+        kw = {"max_elements": self.opt.max_elements} if self.opt.on_demand else {}
+        return self.model.correlation(fmaps, ii, jj, on_demand=self.opt.on_demand, **kw)
+
+    def update(self, frames_i: list[FrameData], frames_j: list[FrameData], coords: torch.Tensor,
+               state: Any = None) -> EdgeUpdate:
+        """One update step for E edges from ``coords`` (E, h, w, 2); ``state`` (E, hidden, h, w) or None."""
+        with torch.no_grad():
+            corr = self._corr(frames_i, frames_j)
+            coords = coords.to(self.device, torch.float32)
+            net = state if state is not None else torch.stack([f.features["net"] for f in frames_i])
+            inp = torch.stack([f.features["inp"] for f in frames_i])
+            out = self.model.step(net.to(self.device), inp, corr, coords)
+            return EdgeUpdate(target=out.target, weight=out.weight,
+                              motion=torch.sigmoid(out.motion_logit), state=out.net)
+
+    def flow(self, a: FrameData, b: FrameData, iters: int, init: torch.Tensor | None = None) -> EdgeUpdate:
+        """Flow-mode iterations a -> b (no geometry): each step looks up at the last target."""
+        h, w = a.image.shape[0] // self.stride, a.image.shape[1] // self.stride
+        coords = identity_coords(1, h, w).to(self.device) if init is None else init
+        with torch.no_grad():
+            corr = self._corr([a], [b])
+            net, inp = a.features["net"][None], a.features["inp"][None]
+            out = None
+            for _ in range(max(1, iters)):
+                out = self.model.step(net, inp, corr, coords)
+                net, coords = out.net, out.target
+            return EdgeUpdate(target=out.target, weight=out.weight,
+                              motion=torch.sigmoid(out.motion_logit), state=out.net)
+
+    def mean_flow(self, a: FrameData, b: FrameData) -> float:
+        """Mean flow a -> b (feature px) after ``filter_iters`` flow-mode steps; the
+        last frame's targets start the next call with the same keyframe."""
+        with self._lock:
+            tr = self._track
+            init = tr[2] if tr is not None and tr[0] == a.index else None
+            upd = self.flow(a, b, self.opt.filter_iters, init)
+            self._track = (a.index, b.index, upd.target, upd.weight, upd.state)
+        h, w = upd.target.shape[1:3]
+        grid = identity_coords(1, h, w).to(upd.target.device)
+        return float((upd.target - grid).norm(dim=-1).mean())
+
+    def frame_edge(self, keyframe: FrameData, frame: FrameData) -> EdgeUpdate:
+        """The record of a non-keyframe: flow-mode iterations from the motion filter's targets."""
+        with self._lock:
+            tr = self._track
+            init = tr[2] if tr is not None and tr[:2] == (keyframe.index, frame.index) else None
+        return self.flow(keyframe, frame, self.opt.track_iters, init)
