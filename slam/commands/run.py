@@ -3,7 +3,8 @@
 Writes ``trajectory.txt`` (TUM, every frame, camera-to-world), ``keyframes.npz``,
 ``points.ply``, ``summary.json`` and, with ``outputs.colmap=true``, a COLMAP text
 model.  With no INPUT it runs on the bundled sample.  Ctrl-C stops tracking and
-writes what was computed so far.
+writes what was computed so far.  ``viewer=true`` shows the reconstruction live
+(:mod:`viewer`; offscreen it records to ``viewer.record``, default ``DIR/viewer.mp4``).
 """
 from __future__ import annotations
 
@@ -77,7 +78,10 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / (seq.name or path.stem)
     print(f"slam run: {seq.kind} input {path} ({len(seq)} frames), correspondence={cfg.correspondence.name}, "
           f"output {out}", file=sys.stderr)
-    recon = run_sequence(seq, cfg, progress=not args.no_progress)
+    from viewer.live import make_viewer
+
+    viewer = make_viewer(cfg.viewer, default_record=out / "viewer.mp4")
+    recon = run_sequence(seq, cfg, progress=not args.no_progress, on_keyframe=viewer.on_keyframe if viewer else None)
     files = write_outputs(recon, out, colmap=bool(cfg.outputs.colmap), fuse=dict(cfg.outputs.fuse))
     st = recon.stats
     fx, fy, cx, cy = recon.input_intrinsics
@@ -88,6 +92,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"note: {st['message']}", file=sys.stderr)
     for name, p in files.items():
         print(f"  {name}: {p}", file=sys.stderr)
+    if viewer is not None:
+        viewer.close()
     if recon.interrupted:
         print("interrupted: the outputs hold what was computed so far", file=sys.stderr)
         return 130

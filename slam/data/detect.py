@@ -120,7 +120,10 @@ def open_sequence(path: str | Path, *, calib: str | Path | CameraCalib | None = 
     cal = load_calib(calib)
     sel = dict(start=start, end=end, stride=stride, max_frames=max_frames)
     if kind == "video":
-        return VideoSequence(target, calib=cal, fps=fps, **sel)
+        seq = VideoSequence(target, calib=cal, fps=fps, **sel)
+        if path.is_dir():  # a folder holding one video (+ calib / ground truth): named after the folder
+            seq.name = path.resolve().name
+        return seq
     if kind == "euroc":
         return EurocSequence(target, calib=cal, **sel)
     if kind == "tartanair":
