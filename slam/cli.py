@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# Threads that finish their OpenMP work go to sleep instead of spinning: the system runs
+# torch in several Python threads (frontend, backend), and spinning pools starve each
+# other on a 2-core CPU (the final BA took 6-38 s instead of ~1 s under load).  Must be
+# set before torch starts its OpenMP runtime; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # subcommand name -> module in slam.commands (order = order in --help)
 COMMANDS: dict[str, str] = {
