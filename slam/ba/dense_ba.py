@@ -30,6 +30,18 @@ rejected and re-solved with a larger lambda, without re-linearising.
 Gauge: the poses listed as fixed (by default the first one) are held.
 Inverse depths are clamped to at least ``min_disp`` after each step.
 
+Two drivers share this one linearisation and Schur solve
+(:meth:`DenseBA.linearize`, :meth:`DenseBA.solve`, :meth:`DenseBA.apply`):
+
+* :meth:`DenseBA.run` / :func:`bundle_adjust`: adaptive Levenberg-Marquardt
+  on detached copies of the inputs (the SLAM system's solver);
+* :meth:`DenseBA.gauss_newton` / :func:`ba_steps`: a fixed number of damped
+  Gauss-Newton steps that keeps the autograd graph, so that a loss on the
+  result back-propagates to ``target``, ``weight``, the per-pixel depth
+  damping ``eta`` (the network's aggregate head) and the initial estimate
+  (training of the correspondence network, as in DROID-SLAM).  ``eta``
+  (N, H, W) is added to the depth block: ``C (1 + lambda) + eps + eta``.
+
 The assembly uses only batched tensor ops and ``index_add_`` (no Python loops
 over pixels or edges) and runs on whatever device/dtype the inputs live on.
 """
@@ -230,11 +242,17 @@ class DenseBA:
             C = C + a
             w = w + a * (self.disp_prior - disps).reshape(N, P)
             cost = cost + (a * (disps.reshape(N, P) - self.disp_prior.reshape(N, P)) ** 2).sum(dtype=torch.float64)
-        return {"H": Hflat.view(D + 1, D + 1), "g": g, "C": C, "w": w, "Q": Q, "cost": float(cost)}
+        return {"H": Hflat.view(D + 1, D + 1), "g": g, "C": C, "w": w, "Q": Q, "cost": float(cost.detach())}
 
     # --------------------------------------------------------------------- solve
-    def solve(self, lin: dict, lam: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def solve(self, lin: dict, lam: float, eta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Damped Schur-complement solve.
+
+        Args:
+            lin: :meth:`linearize` output.
+            lam: LM damping, relative to the diagonal.
+            eta: optional (N, H, W) extra absolute damping of the depth block
+                (non-negative; differentiable).
 
         Returns:
             ``(dx (D,), dd (N, HW), focal_information)`` where dx holds all
@@ -244,6 +262,8 @@ class DenseBA:
         D = self.D
         H, g, C, w, Q = lin["H"], lin["g"], lin["C"], lin["w"], lin["Q"]
         Cd = C * (1.0 + lam) + o.eps_disp
+        if eta is not None:
+            Cd = Cd + eta.reshape(Cd.shape)
         Cinv = 1.0 / Cd if self.optimize_disps else torch.zeros_like(Cd)
         M = (Q * Cinv[:, None]) @ Q.transpose(1, 2)  # (N, R, R)
         v = (Q @ (Cinv * w)[..., None])[..., 0]  # (N, R)
@@ -267,7 +287,7 @@ class DenseBA:
             dx[free] = sol
         dx[D] = 0.0
         dd = Cinv * (w - (Q * dx[ridx][..., None]).sum(1))
-        f_info = float(S[D - 1, D - 1]) if self.optimize_focal else 0.0
+        f_info = float(S[D - 1, D - 1].detach()) if self.optimize_focal else 0.0
         return dx[:D], dd, f_info
 
     def apply(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor,
@@ -281,6 +301,33 @@ class DenseBA:
             f = K[0] + dx[-1]
             K = torch.stack([f, f * K[1] / K[0], K[2], K[3]])
         return new_poses, new_disps, K
+
+    def gauss_newton(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor, iters: int = 2,
+                     lam: float = 0.0, eta: torch.Tensor | None = None
+                     ) -> tuple[pp.LieTensor, torch.Tensor, torch.Tensor]:
+        """``iters`` damped Gauss-Newton steps, every one accepted, keeping the autograd graph.
+
+        Same linearisation and solve as :meth:`run` (one LM iteration of
+        :meth:`run` with ``adaptive=False`` and ``lambda_init = lam`` is one
+        step here).  Nothing is detached: gradients flow from the result to
+        ``target``, ``weight``, ``eta`` and the inputs.
+
+        Args:
+            poses: (N, 7) SE3 world-to-camera.
+            disps: (N, H, W) inverse depths.
+            intrinsics: (4,) ``[fx, fy, cx, cy]``.
+            iters: Gauss-Newton steps.
+            lam: damping relative to the diagonal (0 = plain Gauss-Newton;
+                ``eps_pose`` / ``eps_disp`` of the options still apply).
+            eta: optional (N, H, W) per-pixel damping of the inverse depths.
+        Returns:
+            ``(poses (N, 7), disps (N, H, W), intrinsics (4,))``.
+        """
+        for _ in range(iters):
+            lin = self.linearize(poses, disps, intrinsics)
+            dx, dd, _ = self.solve(lin, lam, eta)
+            poses, disps, intrinsics = self.apply(poses, disps, intrinsics, dx, dd)
+        return poses, disps, intrinsics
 
     def run(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor) -> BAResult:
         """Iterate Levenberg-Marquardt from the given estimate (inputs are not modified).
@@ -339,3 +386,35 @@ def bundle_adjust(poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Te
                  disp_prior=disp_prior, prior_weight=prior_weight, options=options,
                  optimize_disps=optimize_disps)
     return ba.run(poses, disps, intrinsics)
+
+
+def ba_steps(poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor, ii: torch.Tensor,
+             jj: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, fixed: torch.Tensor | list[int] | int = 1,
+             iters: int = 2, eta: torch.Tensor | None = None, *, lam: float = 1e-4,
+             options: LMOptions | None = None) -> tuple[pp.LieTensor, torch.Tensor]:
+    """Differentiable dense BA: ``iters`` damped Gauss-Newton steps (:meth:`DenseBA.gauss_newton`).
+
+    Used in training: a loss on the returned poses / inverse depths (or on
+    their reprojections) back-propagates into ``target``, ``weight`` and
+    ``eta`` (and into ``poses`` / ``disps`` if they require gradients).  The
+    focal length is held.
+
+    Args:
+        poses: (N, 7) SE3 world-to-camera poses.
+        disps: (N, H, W) inverse depths.
+        intrinsics: (4,) ``[fx, fy, cx, cy]`` at the resolution of ``disps``.
+        ii, jj: (E,) long edge endpoints.
+        target: (E, H, W, 2) target pixel coordinates in frame j.
+        weight: (E, H, W, 2) non-negative weights.
+        fixed: gauge (see :class:`DenseBA`).
+        iters: Gauss-Newton steps.
+        eta: optional (N, H, W) non-negative damping of the depth block.
+        lam: damping relative to the diagonal of both blocks.
+        options: eps_pose / eps_disp / min_disp / min_depth_ratio (iteration
+            fields are ignored).
+    Returns:
+        ``(poses (N, 7), disps (N, H, W))``.
+    """
+    ba = DenseBA(ii, jj, target, weight, poses.shape[0], fixed=fixed, options=options)
+    poses, disps, _ = ba.gauss_newton(poses, disps, intrinsics, iters=iters, lam=lam, eta=eta)
+    return poses, disps
