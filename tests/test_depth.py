@@ -297,7 +297,7 @@ def test_video_depth_beats_prior(orbit, one_thread):
     assert abs(m["scale"] - 1.0) < 0.05
     # confident pixels are more accurate than the rest
     conf = res.confidence > 0.5
-    assert conf.mean() > 0.05
+    assert conf.mean() > 0.1
     assert depth_metrics(res.depth, gt, conf)["abs_rel"] < m["abs_rel"]
 
 
@@ -315,7 +315,7 @@ def test_video_depth_working_resolution_and_initial_depth(orbit, one_thread):
     assert m_init["abs_rel"] < 0.1
     stats: dict = {}
     out = list(iter_video_depth(images[:n], seq.gt_poses[:n], K.as_array(), initial_depth=init,
-                                options={"iters": 30, "max_pixels": 64 * 48}, stats=stats))
+                                options={"iters": 30, "max_pixels": 64 * 48, "texture_mode": "tensor"}, stats=stats))
     assert [k for k, _, _ in out] == list(range(n)) and stats["working_size"] == (64, 48)
     depth = np.stack([d for _, d, _ in out])
     assert depth.shape == (n, 96, 128)

@@ -16,7 +16,13 @@ from slam.cli import main
 from slam.geometry.projective import project_edges
 from slam.net import CorrNet, NetConfig, load_checkpoint, save_checkpoint
 from slam.train.data import ClipOptions, ClipStream, collate, graph_edges
-from slam.train.unroll import UnrollOptions, ba_finetune_loss, flow_loss, selfsup_loss, supervised_loss
+from slam.train.unroll import (
+    UnrollOptions,
+    ba_finetune_loss,
+    flow_loss,
+    selfsup_loss,
+    supervised_loss,
+)
 
 # tiny clips: 64 x 64 images (8 x 8 feature maps, the least 4 correlation levels allow), 3 frames, 4 edges
 TINY = ClipOptions(frames=3, width=64, height=64, radius=1, seeds=(1000, 1003), world_frames=40, max_spacing=4,
@@ -140,7 +146,7 @@ def test_slam_train_writes_outputs_and_resumes(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     for name in ("checkpoint.pt", "train_state.pt", "metrics.csv", "summary.json", "loss.png"):
         assert (out / name).is_file(), name
-    model, prov = load_checkpoint(out / "checkpoint.pt")
+    _, prov = load_checkpoint(out / "checkpoint.pt")
     assert prov["steps"] == 2 and prov["extra"]["mode"] == "supervised"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 2 and "dis_full_epe" in summary["val"] and "net_full_epe" in summary["val"]

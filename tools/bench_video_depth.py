@@ -228,9 +228,10 @@ def main() -> int:
                     help="TartanAir sequence folder ('' to skip)")
     ap.add_argument("--tartan-frames", type=int, default=None, help="first N TartanAir frames (default: all)")
     ap.add_argument("--sequence", default=None, help="a sequence with ground-truth depth, used with --run")
-    ap.add_argument("--run", default=None, help="`slam run` output folder of --sequence (poses, intrinsics, keyframes)")
+    ap.add_argument("--run", default=None,
+                    help="`slam run` output folder of --sequence (poses, intrinsics, keyframes)")
     ap.add_argument("--prior-folder", default=None, help="real prior: folder of depth maps (match=index)")
-    ap.add_argument("--prior-onnx", default=None, help="real prior: ONNX model (configs/depth/prior.yaml onnx defaults)")
+    ap.add_argument("--prior-onnx", default=None, help="real prior: ONNX model (prior.yaml onnx defaults)")
     ap.add_argument("--prior-amp", type=float, default=0.3, help="amplitude of the simulated prior's smooth field")
     ap.add_argument("--kf-every", type=int, default=2, help="simulated keyframes: every n-th frame with ground truth")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")

@@ -61,6 +61,17 @@ def main() -> int:
                   f"{r['dis_feat_epe']:.2f} | {100 * r['dis_feat_out3']:.0f}% |")
             dis_done = True
         print(f"<!-- {it} iterations: {dt:.1f} s -->", file=sys.stderr)
+        last = r
+    print("\nEPE (full resolution, px) by ground-truth flow magnitude, last iteration count:")
+    print("| flow magnitude | pixels | network | DIS |")
+    print("|---|---|---|---|")
+    from slam.train.evaluate import BINS
+
+    for lo, hi in BINS:
+        key = f"{lo:g}-{hi:g}"
+        n = last.get(f"net_full_{key}_pixels", 0)
+        print(f"| {key} px | {int(n)} | {last.get(f'net_full_{key}_epe', float('nan')):.2f} | "
+              f"{last.get(f'dis_full_{key}_epe', float('nan')):.2f} |")
     return 0
 
 

@@ -29,17 +29,19 @@ the chunk, its ``max(gaps)`` neighbours on each side and their flows are held):
    coordinates ``(xo, yo)`` of ``x + f_ij(x)``, the reprojection error in pixels
    is ``e(rho) = (b + c rho) / (a2 + t2 rho)`` with
    ``b = (fx (a0 - xo a2), fy (a1 - yo a2))`` and ``c = (fx (t0 - xo t2), fy (t1 - yo t2))``.
-   It is measured in the metric ``A`` of frame i's local texture
-   (``texture_mode=tensor``: ``A = S / (lambda_max(S) + texture_eps)`` with ``S``
-   the structure tensor, about the identity on texture and corners, ``n n^T``
-   on an edge with normal ``n`` (aperture: only the normal flow is measured),
-   0 in flat regions where DIS interpolates rather than measures; ``scalar``:
-   ``A = l_min / (l_min + texture_eps) I``).  The algebraic minimiser is
-   ``rho*_ij = -(b^T A c) / (c^T A c)`` and the Gauss-Newton information
-   ``H_ij = c^T A c / (a2 + t2 rho*)^2`` (px^2 per unit inverse depth squared).
-   Each pair's weight ``w_ij`` is the flow confidence times
-   ``exp(-(e_perp / epi_sigma)^2)``, where ``e_perp = |e(rho*)|_A`` is the
-   residual left (distance from the epipolar line: moving objects, wrong flow).
+   It is measured in the metric ``M`` of frame i's local texture
+   (``texture_mode=tensor``: ``M = S / lambda_max(S)`` with ``S`` the structure
+   tensor, the identity on texture and corners and ``n n^T`` on an edge with
+   normal ``n``: only the normal flow is measured there (aperture); ``scalar``:
+   ``M = I``).  The algebraic minimiser is ``rho*_ij = -(b^T M c) / (c^T M c)``
+   and the Gauss-Newton information ``H_ij = c^T M c / (a2 + t2 rho*)^2``
+   (px^2 per unit inverse depth squared).
+   Each pair's weight ``w_ij`` is the flow confidence times the texture
+   strength (``l / (l + texture_eps)`` with ``l = lambda_max`` for ``tensor``,
+   ``lambda_min`` for ``scalar``: DIS interpolates flat regions rather than
+   measuring them) times ``exp(-(e_perp / epi_sigma)^2)``, where
+   ``e_perp = |e(rho*)|_M`` is the residual left (distance from the epipolar
+   line: moving objects, wrong flow).
 3. **Fusion.** Per pixel, the pairs are fused by Huber-IRLS (threshold
    ``fuse_huber`` px) into ``rho_hat`` and the information
    ``I = sum_ij w_ij H_ij / flow_sigma^2``, so that the flow term of all pairs
@@ -130,7 +132,7 @@ class VideoDepthOptions:
     dis_preset: str = "medium"          #: DIS preset: ultrafast | fast | medium
     dis_finest_scale: int | None = 0    #: DIS finest pyramid level (0: full working resolution; None: the preset's)
     dis_init: bool = True               #: start DIS from the reprojection of the current depth (else the last flow)
-    texture_mode: str = "tensor"        #: tensor: flow information S / (lambda_max + eps); scalar: l_min / (l_min + eps)
+    texture_mode: str = "scalar"        #: scalar: identity metric, l_min weight; tensor: aperture-aware S / l_max
     texture_eps: float = 0.002          #: structure-tensor eigenvalue (grey 0..1) at which texture counts half (0: off)
     texture_window: int = 7             #: box window (px) of that structure tensor
     fb_sigma: float = 1.0               #: forward-backward error (working px) at which flow confidence is exp(-1)
@@ -141,7 +143,7 @@ class VideoDepthOptions:
     min_disp_ratio: float = 1e-3        #: depth kept within [ratio, 1 / ratio] x the frame median (its inverse too)
     flow_sigma: float = 0.2             #: flow noise (working px): the flow term's information is H / flow_sigma^2
     geo_floor: float | None = 0.03      #: log-depth error floor of the flow term (DIS bias at edges, ...); None: off
-    empirical_noise: bool = True        #: use the pairs' own rms disagreement (px) as the noise where it exceeds flow_sigma
+    empirical_noise: bool = True        #: the pairs' rms disagreement (px) is the noise where it exceeds flow_sigma
     conf_sigma: float = 0.1             #: geometric log-depth std at which the output confidence is 0.5
     conf_rms: float | None = 0.25       #: output confidence x exp(-(rms / conf_rms)^2), rms = pair disagreement (px)
     conf_grad: float | None = 0.04      #: output confidence x exp(-g / conf_grad), g = max log-depth step (5x5) per px
@@ -316,27 +318,35 @@ class VideoDepthEstimator:
         return _Frame(gray, self._texture(gray), prior, init_log)
 
     def _texture(self, gray: np.ndarray) -> np.ndarray:
-        """(h, w, 3) flow information metric ``A = S / (lambda_max(S) + texture_eps)`` as
-        ``(a11, a12, a22)``, with ``S`` the structure tensor of the grey image in [0, 1] (Sobel
-        gradients, ``texture_window`` box).  ``A`` is about the identity on corners and texture,
-        ``n n^T`` on an edge with normal ``n`` (only the normal flow is measured: aperture),
-        and 0 in flat regions (DIS interpolates there rather than measures); ``texture_eps = 0``
-        gives the identity everywhere."""
+        """(h, w, 4) flow metric ``(m11, m12, m22, strength)`` of a frame from the structure tensor
+        ``S`` of its grey image in [0, 1] (Sobel gradients, ``texture_window`` box).
+
+        ``tensor`` mode: the metric is ``S / lambda_max(S)`` (the identity on texture and corners,
+        ``n n^T`` on an edge with normal ``n``: only the normal flow is measured there) and the
+        strength ``lambda_max / (lambda_max + texture_eps)``; ``scalar`` mode: the identity and
+        ``lambda_min / (lambda_min + texture_eps)``.  ``texture_eps = 0``: identity, strength 1.
+        """
         h, w = gray.shape
         if not self.opt.texture_eps > 0:
-            return np.broadcast_to(np.array([1.0, 0.0, 1.0], np.float32), (h, w, 3)).copy()
+            return np.broadcast_to(np.array([1.0, 0.0, 1.0, 1.0], np.float32), (h, w, 4)).copy()
         g = gray.astype(np.float32) / 255.0
         gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
         k = (int(self.opt.texture_window),) * 2
         sxx, syy, sxy = (cv2.boxFilter(a, -1, k) for a in (gx * gx, gy * gy, gx * gy))
         root = np.sqrt((sxx - syy) ** 2 + 4 * sxy * sxy)
+        eps = self.opt.texture_eps
         if self.opt.texture_mode == "scalar":
             lmin = np.maximum(0.5 * (sxx + syy - root), 0.0)
-            c = lmin / (lmin + self.opt.texture_eps)
-            return np.stack([c, np.zeros_like(c), c], -1).astype(np.float32)
-        d = 0.5 * (sxx + syy + root) + self.opt.texture_eps
-        return np.stack([sxx / d, sxy / d, syy / d], -1).astype(np.float32)
+            one, zero = np.ones_like(sxx), np.zeros_like(sxx)
+            return np.stack([one, zero, one, lmin / (lmin + eps)], -1).astype(np.float32)
+        lmax = 0.5 * (sxx + syy + root)
+        d = np.maximum(lmax, 1e-12)
+        flat = lmax <= 1e-12  # no gradient at all: identity metric, zero strength
+        m11 = np.where(flat, 1.0, sxx / d)
+        m12 = np.where(flat, 0.0, sxy / d)
+        m22 = np.where(flat, 1.0, syy / d)
+        return np.stack([m11, m12, m22, lmax / (lmax + eps)], -1).astype(np.float32)
 
     # -------------------------------------------------------------------- flow
     def _relative(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -426,7 +436,7 @@ class VideoDepthEstimator:
         b0, b1 = fx * (a[..., 0] - xo * a[..., 2]), fy * (a[..., 1] - yo * a[..., 2])
         c0, c1 = fx * (t[0] - xo * t[2]), fy * (t[1] - yo * t[2])
         A = torch.from_numpy(self.frames[i].texture).to(self.dev)
-        a11, a12, a22 = A[..., 0], A[..., 1], A[..., 2]
+        a11, a12, a22, strength = A[..., 0], A[..., 1], A[..., 2], A[..., 3]
 
         def q(u0: torch.Tensor, u1: torch.Tensor, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
             return a11 * u0 * v0 + a12 * (u0 * v1 + u1 * v0) + a22 * u1 * v1
@@ -435,19 +445,27 @@ class VideoDepthEstimator:
         num = q(b0, b1, c0, c1)
         pos = den > 1e-6 * (c0 * c0 + c1 * c1)
         rho = torch.where(pos, -num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(den))
-        rho = rho.clamp_min(0.0)
+        # no point closer than 1/1000 of the baseline, nor (nearly) behind camera j
+        rho = rho.clamp(0.0, 1e3 / max(float(torch.linalg.vector_norm(t)), 1e-12))
         zr = a[..., 2] + t[2] * rho  # depth in j / depth in i
-        front = zr > 1e-6
+        front = zr > 1e-3
         zs = torch.where(front, zr, torch.ones_like(zr))
         ex, ey = b0 + c0 * rho, b1 + c1 * rho
         e = torch.sqrt(q(ex, ey, ex, ey).clamp_min(0)) / zs
         H = den / (zs * zs)
-        w = torch.from_numpy(conf).to(self.dev) * torch.exp(-(e / self.opt.epi_sigma) ** 2) * front
+        w = torch.from_numpy(conf).to(self.dev) * strength * torch.exp(-(e / self.opt.epi_sigma) ** 2) * front
         return rho, H * front, w
 
     def _fuse(self, rhos: list[torch.Tensor], Hs: list[torch.Tensor], ws: list[torch.Tensor]
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Huber-IRLS fusion of a pixel's pairs: ``(rho_hat (h, w), H (h, w))``."""
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Huber-IRLS fusion of the pairs of every pixel (module docstring, 3.).
+
+        Args:
+            rhos, Hs, ws: per pair, ``rho*``, ``H`` and ``w`` (h, w) of :meth:`_triangulate`.
+        Returns:
+            ``rho_hat`` (h, w), the information ``I`` (h, w) on inverse depth (1 / (1/units)^2)
+            and the pairs' rms disagreement (h, w) in working pixels.
+        """
         if not rhos:
             z = torch.zeros(self.h, self.w, device=self.dev)
             return z, z.clone(), z.clone()
@@ -462,10 +480,16 @@ class VideoDepthEstimator:
             W = w * H * torch.clamp(self.opt.fuse_huber / r.clamp_min(1e-12), max=1.0)
         wsum = w.sum(0)
         rms = torch.sqrt((w * H * (rho - rho_hat) ** 2).sum(0) / wsum.clamp_min(1e-12)) * (wsum > 0)
-        var = torch.clamp(rms * rms, min=self.opt.flow_sigma ** 2) if self.opt.empirical_noise else self.opt.flow_sigma ** 2
+        var = self.opt.flow_sigma ** 2
+        if self.opt.empirical_noise:
+            var = torch.clamp(rms * rms, min=var)
         info = S / var
         if self.opt.geo_floor:  # model error floor on log depth: I_log <= geo_floor^-2
             info = info / (1.0 + info * (rho_hat * self.opt.geo_floor) ** 2)
+        bad = ~(torch.isfinite(rho_hat) & torch.isfinite(info) & torch.isfinite(rms))
+        if bool(bad.any()):
+            zero = torch.zeros_like(info)
+            rho_hat, info, rms = (torch.where(bad, zero, x) for x in (rho_hat, info, rms))
         return rho_hat, info, rms
 
     # ------------------------------------------------------------------- prior
@@ -590,7 +614,7 @@ class VideoDepthEstimator:
 
     def _fill(self, l: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Smooth fill (h, w) of log depths ``l`` known with weights ``w`` (h, w): normalised
-        Gaussian convolution with sigma ``fill_sigma`` x the image diagonal (the weighted mean
+        Gaussian convolution with sigma ``fill_radius`` x the image diagonal (the weighted mean
         of ``l`` where even that sees nothing)."""
         wn = w / w.max().clamp_min(1e-30)
         total = float(wn.sum())
@@ -723,6 +747,7 @@ class VideoDepthEstimator:
                 cs = float(o.consistency_sigma)
                 loss = loss + (cw * _huber(r, o.huber_k * cs)).sum() / cs ** 2
             (loss / npix).backward()
+            l.grad.nan_to_num_(0.0, 0.0, 0.0)  # a degenerate pixel must not poison the chunk
             opt.step()
             sched.step()
             with torch.no_grad():

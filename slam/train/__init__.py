@@ -20,6 +20,11 @@ Modules
       gamma^(K-k)-weighted: geodesic on the edges' relative poses, induced
       flow vs ground truth, residual, direct target, confidence NLL, motion
       cross-entropy, full-resolution upsampled flow;
+  (a') ``flow``: the update operator as a flow estimator (no BA) against
+      the exact flow, RAFT style; the supervised mode spends its first
+      ``loss.flow_warmup`` share of the schedule in it (from random weights
+      the BA-in-the-loop objective alone did not get the flow moving within
+      a CPU-sized budget; see ``weights/README.md``);
   (b) ``selfsup``: the update operator as a flow estimator on unlabelled
       frames; SSIM + L1 reconstruction through the convex-upsampled flow,
       forward-backward cycle consistency, smoothness, and the mixture NLL of

@@ -11,6 +11,10 @@ Two phases, sharing one optimiser (AdamW, constant learning rate):
    inverse depths that are held constant; the network's targets and weights
    are fitted to their reprojection.
 
+The classical reconstruction counts against the time budget; when it has
+fewer than two keyframes (or fails), phase 1 continues instead.  At least one
+step of each phase that runs is taken, so a tiny budget may be overrun.
+
 The output is a normal checkpoint (:func:`slam.net.save_checkpoint`) whose
 provenance ``extra.note`` reads ``adapted from WEIGHTS on VIDEO``.
 """
@@ -144,25 +148,28 @@ def adapt(video: str | Path, weights: str | Path, out: str | Path, cfg: DictConf
             bar.set_postfix(phase=phase, loss=f"{loss:.4g}")
             bar.refresh()
 
-    # phase 1: self-supervised pairs
     n = len(frames)
-    t_self = t_start + float(cfg.selfsup_share) * budget
     max_gap = max(1, min(int(cfg.pairs.max_gap), n - 1))
-    while time.perf_counter() < t_self or steps["selfsup"] == 0:
-        pairs = []
-        for _ in range(int(cfg.pairs.per_step)):
-            g = int(rng.integers(1, max_gap + 1))
-            a = int(rng.integers(0, n - g))
-            pairs.append((a, a + g))
-        batch = pair_batch(frames, pairs).to(dev)
-        if cfg.channels_last:
-            batch.images = batch.images.contiguous(memory_format=torch.channels_last)
-        loss, m = selfsup_loss(model, batch, uo)
-        optimise(loss)
-        steps["selfsup"] += 1
-        history["selfsup"].append(m["loss"])
-        tick("selfsup", m["loss"])
-    # phase 2: BA fine-tuning against the classical reconstruction
+
+    def selfsup_until(t_stop: float) -> None:
+        while time.perf_counter() < t_stop or steps["selfsup"] == 0:
+            pairs = []
+            for _ in range(int(cfg.pairs.per_step)):
+                g = int(rng.integers(1, max_gap + 1))
+                a = int(rng.integers(0, n - g))
+                pairs.append((a, a + g))
+            batch = pair_batch(frames, pairs).to(dev)
+            if cfg.channels_last:
+                batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+            loss, m = selfsup_loss(model, batch, uo)
+            optimise(loss)
+            steps["selfsup"] += 1
+            history["selfsup"].append(m["loss"])
+            tick("selfsup", m["loss"])
+
+    # phase 1: self-supervised pairs
+    selfsup_until(t_start + float(cfg.selfsup_share) * budget)
+    # phase 2: BA fine-tuning against the classical reconstruction (phase 1 goes on when there is none)
     note = ""
     t_end = t_start + budget
     if time.perf_counter() < t_end:
@@ -172,7 +179,7 @@ def adapt(video: str | Path, weights: str | Path, out: str | Path, cfg: DictConf
         except InputError as e:
             clips, note = [], f"BA fine-tuning skipped: reconstruction failed ({e})"
         if not clips and not note:
-            note = "BA fine-tuning skipped: fewer than 2 keyframes"
+            note = "BA fine-tuning skipped: the reconstruction has fewer than 2 keyframes"
         k = 0
         while clips and (time.perf_counter() < t_end or steps["ba"] == 0):
             clip = clips[int(rng.integers(0, len(clips)))] if k >= len(clips) else clips[k]
@@ -185,6 +192,9 @@ def adapt(video: str | Path, weights: str | Path, out: str | Path, cfg: DictConf
             steps["ba"] += 1
             history["ba"].append(m["loss"])
             tick("ba", m["loss"])
+        if not clips:
+            note += "; self-supervised training used the rest of the time"
+            selfsup_until(t_end)
     if bar is not None:
         bar.close()
     wall = time.perf_counter() - t_start

@@ -13,7 +13,9 @@ methods) it reports end-point errors in image pixels:
 * ``dis_full`` / ``dis_feat``: OpenCV DIS (``slam.corr.classical``, zero
   initialisation) at full resolution and sampled at the feature pixel centres.
 
-Also the share of pixels with an error above 3 px (``*_out3``).
+Also the share of pixels with an error above 3 px (``*_out3``), and the
+full-resolution EPEs split by ground-truth flow magnitude (``*_full_0-4_epe``,
+``*_full_4-16_epe``, ``*_full_16-inf_epe``) with their pixel counts.
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ from slam.net.model import CorrNet
 from slam.train.data import Clip, collate
 from slam.train.unroll import UnrollOptions, flow_iterations, supervised_loss
 
+#: ground-truth flow magnitude bins (image px) of the full-resolution EPEs ``*_full_<lo>-<hi>_epe``
+BINS: tuple[tuple[float, float], ...] = ((0.0, 4.0), (4.0, 16.0), (16.0, float("inf")))
+
 
 class _Acc:
     """Sums of end-point errors and pixel counts per method."""
@@ -35,11 +40,15 @@ class _Acc:
         self.out: dict[str, float] = {}
         self.n: dict[str, float] = {}
 
-    def add(self, name: str, err: np.ndarray, mask: np.ndarray) -> None:
+    def add(self, name: str, err: np.ndarray, mask: np.ndarray, magnitude: np.ndarray | None = None) -> None:
         m = mask.astype(bool)
         self.sum[name] = self.sum.get(name, 0.0) + float(err[m].sum())
         self.out[name] = self.out.get(name, 0.0) + float((err[m] > 3.0).sum())
         self.n[name] = self.n.get(name, 0.0) + float(m.sum())
+        if magnitude is not None:
+            for lo, hi in BINS:
+                b = m & (magnitude >= lo) & (magnitude < hi)
+                self.add(f"{name}_{lo:g}-{hi:g}", err, b)
 
     def result(self) -> dict[str, float]:
         r = {}
@@ -69,7 +78,8 @@ def evaluate_flow(model: CorrNet, clips: list[Clip], opts: UnrollOptions, dis_pr
                 tgt = out.target.cpu().numpy()
                 _, m = supervised_loss(model, batch, opts)
             sup += m["loss"]
-            acc.add("net_full", np.linalg.norm(up - clip.flow, axis=-1), clip.flow_valid)
+            mag = np.linalg.norm(clip.flow, axis=-1)
+            acc.add("net_full", np.linalg.norm(up - clip.flow, axis=-1), clip.flow_valid, mag)
             acc.add("net_feat", np.linalg.norm(tgt - clip.target, axis=-1) * stride, tvalid)
             # the supervised unroll's EPEs are already means over its masks; weigh them by their pixel counts
             static = clip.dynamic[clip.ii] < 0.5
@@ -85,12 +95,15 @@ def evaluate_flow(model: CorrNet, clips: list[Clip], opts: UnrollOptions, dis_pr
                 a: FrameData = frames[int(i)]
                 b: FrameData = frames[int(j)]
                 flow, _ = dis.pair(a, b)
-                acc.add("dis_full", np.linalg.norm(flow - clip.flow[e], axis=-1), clip.flow_valid[e])
+                acc.add("dis_full", np.linalg.norm(flow - clip.flow[e], axis=-1), clip.flow_valid[e], mag[e])
                 t, _ = flow_to_feature(flow, np.ones(flow.shape[:2], bool), stride, mode="center")
                 acc.add("dis_feat", np.linalg.norm(t - clip.target[e], axis=-1) * stride, tvalid[e])
     finally:
         model.train(was_training)
     r = acc.result()
+    for k, n in acc.n.items():
+        if "-" in k:
+            r[f"{k}_pixels"] = n
     r = {k: v for k, v in r.items() if np.isfinite(v)}
     r["sup_loss"] = sup / max(len(clips), 1)
     r["pixels"] = float(acc.n.get("net_full", 0.0))

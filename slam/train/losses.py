@@ -88,7 +88,7 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     Returns:
         ``(warped (N, C, H, W), inside (N, H, W) bool)``.
     """
-    N, _, H, W = flow.shape
+    _, _, H, W = flow.shape
     v, u = torch.meshgrid(torch.arange(H, dtype=flow.dtype, device=flow.device),
                           torch.arange(W, dtype=flow.dtype, device=flow.device), indexing="ij")
     px = u + flow[:, 0]

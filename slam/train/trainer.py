@@ -20,14 +20,16 @@ same data it would have seen without the interruption.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +41,13 @@ from slam.net.config import NetConfig
 from slam.net.model import CorrNet
 from slam.train.data import ClipOptions, ClipStream, collate
 from slam.train.evaluate import evaluate_flow
-from slam.train.unroll import UnrollOptions, ba_finetune_loss, flow_loss, selfsup_loss, supervised_loss
+from slam.train.unroll import (
+    UnrollOptions,
+    ba_finetune_loss,
+    flow_loss,
+    selfsup_loss,
+    supervised_loss,
+)
 
 MODES = ("supervised", "flow", "selfsup", "ba")
 STATE_FORMAT = "slam.train_state"
@@ -160,7 +168,7 @@ def plot_losses(rows: list[dict[str, float]], path: Path, title: str = "",
             sm = np.convolve([r["loss"] for r in rows], np.ones(k) / k, mode="valid")
             ax.plot(steps[k - 1:], sm, lw=2, label=f"mean of {k}")
         ax.set_yscale("log")
-        switch = [b["step"] for a, b in zip(rows, rows[1:])
+        switch = [b["step"] for a, b in itertools.pairwise(rows)
                   if a.get("phase_flow", 0.0) >= 0.5 > b.get("phase_flow", 0.0)]
         for x in switch[:1]:  # supervised mode: end of the flow-only warm-up
             ax.axvline(x, color="grey", ls="--", lw=1, label="flow-only -> with BA")
@@ -214,7 +222,7 @@ def build_model(cfg: DictConfig, device: torch.device) -> tuple[CorrNet, str | N
     """A fresh network of the configured preset, or the ``init`` checkpoint's weights."""
     net_cfg = NetConfig.from_dict(OmegaConf.to_container(cfg.net, resolve=True))
     if cfg.get("init"):
-        model, prov = load_checkpoint(cfg.init, net_cfg, map_location=device)
+        model, _ = load_checkpoint(cfg.init, net_cfg, map_location=device)
         return model.train(), str(cfg.init)
     torch.manual_seed(int(cfg.seed))
     return CorrNet(net_cfg).to(device).train(), None

@@ -1,4 +1,4 @@
-"""The unrolled forward passes of the three training modes, each returning a loss and metrics.
+"""The unrolled forward passes of the training modes, each returning a loss and metrics.
 
 All three run the network on a :class:`~slam.train.data.Batch` (F frames,
 E edges, feature resolution ``h x w``) for ``iters`` iterations of
@@ -14,6 +14,8 @@ ConvGRU hidden state carries gradients across iterations).
   :func:`slam.ba.dense_ba.ba_steps` after every update; geodesic pose loss,
   induced-flow loss, residual loss, direct target loss, confidence NLL,
   motion cross-entropy, full-resolution (upsampled) flow loss.
+* :func:`flow_loss`: supervised flow only (no BA), RAFT style; the supervised
+  mode's warm-up (``flow_warmup``).
 * :func:`selfsup_loss` (b): no labels, no BA; the update operator refines a
   flow field from zero; SSIM + L1 reconstruction of frame i from frame j
   warped through the upsampled flow, forward-backward cycle consistency,
@@ -39,8 +41,15 @@ from slam.corr.base import identity_coords
 from slam.geometry.projective import project_edges
 from slam.net.model import CorrNet
 from slam.train.data import Batch
-from slam.train.losses import (geodesic_loss, masked_mean, mixture_nll, pair_index, photometric_error,
-                               smoothness, warp)
+from slam.train.losses import (
+    geodesic_loss,
+    masked_mean,
+    mixture_nll,
+    pair_index,
+    photometric_error,
+    smoothness,
+    warp,
+)
 
 
 @dataclass
