@@ -31,7 +31,7 @@ def register(p: argparse.ArgumentParser) -> None:
 
 def parse_trailing(args: argparse.Namespace) -> argparse.Namespace:
     """Options given after INPUT arrive in ``args.overrides``: parse them out again."""
-    from slam.data.sequence import InputError
+    from slam.commands import split_trailing
 
     inner = argparse.ArgumentParser(prog="slam run", add_help=False)
     _add_options(inner)
@@ -39,17 +39,11 @@ def parse_trailing(args: argparse.Namespace) -> argparse.Namespace:
     if args.input is not None and "=" in args.input and not args.input.startswith(("/", ".")):
         rest.insert(0, args.input)  # `slam run key=value` with no INPUT
         args.input = None
-    try:
-        ns, rest = inner.parse_known_args(rest)
-    except SystemExit:
-        raise InputError("bad options after INPUT") from None
+    ns, rest = split_trailing(inner, rest, "INPUT")
     for key in ("out", "calib", "focal"):
         if getattr(ns, key) is not None:
             setattr(args, key, getattr(ns, key))
     args.no_progress = bool(args.no_progress or ns.no_progress)
-    bad = [r for r in rest if r.startswith("-") or "=" not in r]
-    if bad:
-        raise InputError(f"unexpected argument {bad[0]!r} (overrides are KEY=VALUE)")
     args.overrides = rest
     return args
 

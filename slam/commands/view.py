@@ -29,19 +29,13 @@ def register(p: argparse.ArgumentParser) -> None:
 
 def parse_trailing(args: argparse.Namespace) -> argparse.Namespace:
     """``--record`` given after DIR arrives in ``args.overrides``: parse it out again."""
-    from slam.data.sequence import InputError
+    from slam.commands import split_trailing
 
     inner = argparse.ArgumentParser(prog="slam view", add_help=False)
     inner.add_argument("--record", default=None)
-    try:
-        ns, rest = inner.parse_known_args(list(args.overrides or []))
-    except SystemExit:
-        raise InputError("bad options after DIR") from None
+    ns, rest = split_trailing(inner, args.overrides or [], "DIR")
     if ns.record is not None:
         args.record = ns.record
-    bad = [r for r in rest if r.startswith("-") or "=" not in r]
-    if bad:
-        raise InputError(f"unexpected argument {bad[0]!r} (overrides are KEY=VALUE)")
     args.overrides = rest
     return args
 

@@ -38,7 +38,7 @@ class LearnedOptions:
     device: str = "cpu"           #: torch device of the network
     threads: int = 0              #: torch intra-op threads (0: leave torch's default)
     filter_iters: int = 2         #: flow-mode iterations of the motion filter
-    track_iters: int = 4          #: flow-mode iterations of a non-keyframe's record (filler)
+    track_iters: int = 4          #: further flow-mode iterations of a non-keyframe's record (filler)
     rounds: int = 3               #: update -> BA rounds per BA call of the frontend and backend
     on_demand: bool = False       #: on-demand correlation instead of all-pairs volumes
     max_elements: int = 50_000_000  #: on-demand chunk size (float elements)
@@ -76,7 +76,7 @@ class LearnedFlow(CorrespondenceSource):
         self.model, self.provenance = load_checkpoint(path, map_location=self.device)
         self.weights_path = path
         self._lock = threading.Lock()
-        self._track: tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._track: tuple[int, int, torch.Tensor, torch.Tensor, Any] | None = None  # (a, b, target, state, corr)
 
     # ------------------------------------------------------------ per frame
     def prepare(self, index: int, image: np.ndarray) -> FrameData:
@@ -105,19 +105,25 @@ class LearnedFlow(CorrespondenceSource):
             return EdgeUpdate(target=out.target, weight=out.weight,
                               motion=torch.sigmoid(out.motion_logit), state=out.net)
 
-    def flow(self, a: FrameData, b: FrameData, iters: int, init: torch.Tensor | None = None) -> EdgeUpdate:
-        """Flow-mode iterations a -> b (no geometry): each step looks up at the last target."""
+    def flow(self, a: FrameData, b: FrameData, iters: int, init: torch.Tensor | None = None,
+             state: torch.Tensor | None = None, corr=None) -> tuple[EdgeUpdate, Any]:
+        """Flow-mode iterations a -> b (no geometry): each step looks up at the last target.
+
+        ``init``/``state``/``corr`` continue an earlier call on the same pair.
+        Returns the update and the pair's correlation block (for reuse)."""
         h, w = a.image.shape[0] // self.stride, a.image.shape[1] // self.stride
         coords = identity_coords(1, h, w).to(self.device) if init is None else init
         with torch.no_grad():
-            corr = self._corr([a], [b])
-            net, inp = a.features["net"][None], a.features["inp"][None]
+            corr = corr if corr is not None else self._corr([a], [b])
+            net = a.features["net"][None] if state is None else state
+            inp = a.features["inp"][None]
             out = None
             for _ in range(max(1, iters)):
                 out = self.model.step(net, inp, corr, coords)
                 net, coords = out.net, out.target
-            return EdgeUpdate(target=out.target, weight=out.weight,
-                              motion=torch.sigmoid(out.motion_logit), state=out.net)
+            upd = EdgeUpdate(target=out.target, weight=out.weight, motion=torch.sigmoid(out.motion_logit),
+                             state=out.net)
+        return upd, corr
 
     def mean_flow(self, a: FrameData, b: FrameData) -> float:
         """Mean flow a -> b (feature px) after ``filter_iters`` flow-mode steps; the
@@ -125,15 +131,18 @@ class LearnedFlow(CorrespondenceSource):
         with self._lock:
             tr = self._track
             init = tr[2] if tr is not None and tr[0] == a.index else None
-            upd = self.flow(a, b, self.opt.filter_iters, init)
-            self._track = (a.index, b.index, upd.target, upd.weight, upd.state)
+            upd, corr = self.flow(a, b, self.opt.filter_iters, init)
+            self._track = (a.index, b.index, upd.target, upd.state, corr)
         h, w = upd.target.shape[1:3]
         grid = identity_coords(1, h, w).to(upd.target.device)
         return float((upd.target - grid).norm(dim=-1).mean())
 
     def frame_edge(self, keyframe: FrameData, frame: FrameData) -> EdgeUpdate:
-        """The record of a non-keyframe: flow-mode iterations from the motion filter's targets."""
+        """The record of a non-keyframe: the motion filter's iterations on this pair,
+        continued (same targets, hidden state and correlation volume) for ``track_iters``
+        more steps."""
         with self._lock:
             tr = self._track
-            init = tr[2] if tr is not None and tr[:2] == (keyframe.index, frame.index) else None
-        return self.flow(keyframe, frame, self.opt.track_iters, init)
+        if tr is not None and tr[:2] == (keyframe.index, frame.index):
+            return self.flow(keyframe, frame, self.opt.track_iters, tr[2], tr[3], tr[4])[0]
+        return self.flow(keyframe, frame, self.opt.track_iters)[0]

@@ -217,11 +217,8 @@ class ImageFileSequence(Sequence):
                              f"({self._files[0].name}) is {self._size[0]}x{self._size[1]}")
         if self._undistort is not None:
             image = self._undistort.image(image)
-        pose = None
-        if self.gt_poses is not None and np.isfinite(self.gt_poses[k]).all():
-            pose = self.gt_poses[k].copy()
         return Frame(index=k, timestamp=float(self.timestamps[k]), image=image, intrinsics=self.intrinsics,
-                     pose=pose, depth=self._read_depth(k), source=str(f))
+                     pose=self.gt_pose(k), depth=self._read_depth(k), source=str(f))
 
 
 # ------------------------------------------------------------------ the reader

@@ -89,6 +89,12 @@ class Sequence:
     def has_ground_truth(self) -> bool:
         return self.gt_poses is not None
 
+    def gt_pose(self, k: int) -> np.ndarray | None:
+        """A copy of frame k's (4, 4) camera-to-world ground truth, or None (none, or a NaN row)."""
+        if self.gt_poses is None or not np.isfinite(self.gt_poses[k]).all():
+            return None
+        return self.gt_poses[k].copy()
+
 
 def select_indices(n: int, start: int = 0, end: int | None = None, stride: int = 1,
                    max_frames: int | None = None) -> list[int]:

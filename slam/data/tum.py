@@ -52,6 +52,14 @@ TUM_DEFAULT_CALIB: dict[int, tuple[float, ...]] = {
 
 
 # ------------------------------------------------------------------ association
+def _prepare_association(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(query as float64, out (N,) filled with -1, order sorting ref, ref sorted)``."""
+    query = np.asarray(query, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    order = np.argsort(ref, kind="stable")
+    return query, np.full(query.shape, -1, dtype=np.int64), order, ref[order]
+
+
 def associate_nearest(query: np.ndarray, ref: np.ndarray, max_dt: float) -> np.ndarray:
     """For every ``query`` time the index of the nearest ``ref`` time within ``max_dt``.
 
@@ -62,13 +70,9 @@ def associate_nearest(query: np.ndarray, ref: np.ndarray, max_dt: float) -> np.n
     Returns:
         (N,) int64 indices into ``ref``; -1 where nothing is within ``max_dt``.
     """
-    query = np.asarray(query, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    out = np.full(query.shape, -1, dtype=np.int64)
-    if ref.size == 0 or query.size == 0:
+    query, out, order, r = _prepare_association(query, ref)
+    if r.size == 0 or query.size == 0:
         return out
-    order = np.argsort(ref, kind="stable")
-    r = ref[order]
     pos = np.clip(np.searchsorted(r, query), 1, len(r) - 1) if len(r) > 1 else np.zeros(query.shape, int)
     left = np.maximum(pos - 1, 0)
     pick = np.where(np.abs(r[pos] - query) < np.abs(r[left] - query), pos, left)
@@ -85,13 +89,9 @@ def associate_unique(query: np.ndarray, ref: np.ndarray, max_dt: float) -> np.nd
     Returns:
         (N,) int64 indices into ``ref``; -1 for unmatched ``query`` entries.
     """
-    query = np.asarray(query, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    out = np.full(query.shape, -1, dtype=np.int64)
-    if ref.size == 0 or query.size == 0:
+    query, out, order, r = _prepare_association(query, ref)
+    if r.size == 0 or query.size == 0:
         return out
-    order = np.argsort(ref, kind="stable")
-    r = ref[order]
     lo = np.searchsorted(r, query - max_dt, side="left")
     hi = np.searchsorted(r, query + max_dt, side="right")
     pairs = [(abs(r[j] - t), i, int(order[j])) for i, (t, a, b) in enumerate(zip(query, lo, hi))

@@ -195,8 +195,5 @@ class VideoSequence(Sequence):
         image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 else np.repeat(bgr[:, :, None], 3, 2)
         if self._undistort is not None:
             image = self._undistort.image(image)
-        pose = None
-        if self.gt_poses is not None and np.isfinite(self.gt_poses[k]).all():
-            pose = self.gt_poses[k].copy()
         return Frame(index=k, timestamp=float(self.timestamps[k]), image=image, intrinsics=self.intrinsics,
-                     pose=pose, source=f"{self.path}#{raw}")
+                     pose=self.gt_pose(k), source=f"{self.path}#{raw}")

@@ -37,6 +37,7 @@ from slam.data.sequence import InputError
 from slam.depth.prior import PNG_SIDECAR, file_number
 from slam.geometry.pose import invert
 from slam.io.outputs import atomic_path, write_json
+from slam.io.pointcloud import bilinear_sample
 
 #: Largest value of a 16-bit PNG.
 PNG_MAX: int = 65535
@@ -180,23 +181,6 @@ def read_depth_folder(folder: str | Path, ext: str = "npy") -> tuple[np.ndarray,
 
 
 # ------------------------------------------------------------------------ fusion
-def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear samples of ``img`` (h, w[, C]) at (N,) coordinates (pixel centres at integers), clamped."""
-    h, w = img.shape[:2]
-    x = np.clip(x, 0.0, w - 1.0)
-    y = np.clip(y, 0.0, h - 1.0)
-    x0 = np.clip(np.floor(x).astype(np.int64), 0, max(w - 2, 0))
-    y0 = np.clip(np.floor(y).astype(np.int64), 0, max(h - 2, 0))
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    ax, ay = x - x0, y - y0
-    if img.ndim == 3:
-        ax, ay = ax[:, None], ay[:, None]
-    img = img.astype(np.float64, copy=False)
-    top = img[y0, x0] * (1 - ax) + img[y0, x1] * ax
-    bot = img[y1, x0] * (1 - ax) + img[y1, x1] * ax
-    return top * (1 - ay) + bot * ay
-
-
 def fuse_depth_cloud(depth: np.ndarray | Sequence[np.ndarray], images: np.ndarray | Sequence[np.ndarray] | None,
                      poses: np.ndarray, intrinsics: Sequence[float], *,
                      confidence: np.ndarray | Sequence[np.ndarray] | None = None, min_confidence: float = 0.5,
@@ -281,7 +265,7 @@ def fuse_depth_cloud(depth: np.ndarray | Sequence[np.ndarray], images: np.ndarra
             img = np.asarray(images[k])
             x = (u_k + 0.5) * img.shape[1] / W - 0.5
             y = (v_k + 0.5) * img.shape[0] / H - 0.5
-            cols.append(np.clip(np.rint(_bilinear(img[..., :3], x, y)), 0, 255).astype(np.uint8))
+            cols.append(np.clip(np.rint(bilinear_sample(img[..., :3], x, y)), 0, 255).astype(np.uint8))
         else:
             cols.append(np.full((P.shape[0], 3), 128, np.uint8))
     if not pts:

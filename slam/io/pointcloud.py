@@ -65,7 +65,7 @@ class FusedCloud:
         return int(self.xyz.shape[0])
 
 
-def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def bilinear_sample(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Bilinear samples of ``img`` (h, w[, C]) at coordinates (N,) ``x``, ``y``
     (pixel centres at integers); coordinates are clamped to the image."""
     h, w = img.shape[:2]
@@ -105,8 +105,8 @@ def _consistent(K: np.ndarray, T_mk: np.ndarray, Pk: np.ndarray, uk: np.ndarray,
     if idx.size == 0:
         return out
     u, v, z = u[idx], v[idx], z[idx]
-    allvalid = _bilinear(valid_m, u, v) > 1.0 - 1e-6
-    disp = _bilinear(np.where(valid_m > 0, disp_m, 0.0), u, v)
+    allvalid = bilinear_sample(valid_m, u, v) > 1.0 - 1e-6
+    disp = bilinear_sample(np.where(valid_m > 0, disp_m, 0.0), u, v)
     d = 1.0 / np.maximum(disp, MIN_DISP)
     good = allvalid & (np.abs(z - d) <= rel_depth_tol * d)
     if consistency_px is not None:
@@ -179,7 +179,7 @@ def fuse_cloud(recon: Reconstruction, *, min_confidence: float = 0.5, consistenc
             img = np.asarray(images[k])
             sx, sy = w / img.shape[1], h / img.shape[0]
             x, y = (uk + 0.5) / sx - 0.5, (vk + 0.5) / sy - 0.5
-            rgb = np.clip(np.rint(_bilinear(img[..., :3], x, y)), 0, 255).astype(np.uint8)
+            rgb = np.clip(np.rint(bilinear_sample(img[..., :3], x, y)), 0, 255).astype(np.uint8)
         else:
             W, H = recon.image_size
             x, y = (uk + 0.5) * W / w - 0.5, (vk + 0.5) * H / h - 0.5

@@ -198,19 +198,10 @@ def supervised_loss(model: CorrNet, batch: Batch, opts: UnrollOptions,
         fvalid = tvalid * static * pr.valid
         flow = masked_mean((pr.coords - batch.target).norm(dim=-1), fvalid)
         res = masked_mean((out.target - pr.coords).norm(dim=-1), pr.valid)
-        terr = out.target - batch.target
-        tgt = masked_mean(terr.norm(dim=-1), tvalid)
-        err_eff = torch.where(tvalid[..., None] > 0, terr, torch.full_like(terr, opts.conf_range))
-        conf = mixture_nll(err_eff.detach(), out.weight, opts.conf_sigma, opts.conf_range).mean()
-        motion = F.binary_cross_entropy_with_logits(out.motion_logit, moving)
-        t = {"geo": geo, "flow": flow, "res": res, "target": tgt, "conf": conf, "motion": motion}
-        it_loss = (opts.w_geo * geo + opts.w_flow * flow + opts.w_res * res + opts.w_target * tgt
-                   + opts.w_conf * conf + opts.w_motion * motion)
-        if k == opts.iters - 1 and opts.w_up > 0:
-            up = model.upsample_flow(net, out.target)
-            up_err = (up.permute(0, 2, 3, 1) - batch.flow).abs().sum(-1) / model.stride
-            t["up"] = masked_mean(up_err, batch.flow_valid)
-            it_loss = it_loss + opts.w_up * t["up"]
+        t = {"geo": geo, "flow": flow, "res": res,
+             **_correspondence_terms(model, out, net, batch, tvalid, moving, opts, k == opts.iters - 1)}
+        it_loss = (opts.w_geo * geo + opts.w_flow * flow + opts.w_res * res + opts.w_target * t["target"]
+                   + opts.w_conf * t["conf"] + opts.w_motion * t["motion"] + opts.w_up * t.get("up", 0.0))
         total = total + _weights(k, opts.iters, opts.gamma) * it_loss
         terms = t
     metrics = {k: float(v.detach()) for k, v in terms.items()}
@@ -220,6 +211,23 @@ def supervised_loss(model: CorrNet, batch: Batch, opts: UnrollOptions,
     metrics["rot_deg"] = float(torch.rad2deg(rot).mean())
     metrics["trans"] = float(tr.mean())
     return total, metrics
+
+
+def _correspondence_terms(model: CorrNet, out, net: torch.Tensor, batch: Batch, tvalid: torch.Tensor,
+                          moving: torch.Tensor, opts: UnrollOptions, last: bool) -> dict[str, torch.Tensor]:
+    """Per-iteration terms on the network's own outputs: target error against the exact
+    flow (feature px), confidence mixture NLL, motion cross-entropy and, on the ``last``
+    iteration with ``w_up > 0``, the convex-upsampled full-resolution flow error."""
+    terr = out.target - batch.target
+    err_eff = torch.where(tvalid[..., None] > 0, terr, torch.full_like(terr, opts.conf_range))
+    t = {"target": masked_mean(terr.norm(dim=-1), tvalid),
+         "conf": mixture_nll(err_eff.detach(), out.weight, opts.conf_sigma, opts.conf_range).mean(),
+         "motion": F.binary_cross_entropy_with_logits(out.motion_logit, moving)}
+    if last and opts.w_up > 0:
+        up = model.upsample_flow(net, out.target)
+        up_err = (up.permute(0, 2, 3, 1) - batch.flow).abs().sum(-1) / model.stride
+        t["up"] = masked_mean(up_err, batch.flow_valid)
+    return t
 
 
 def flow_iterations(model: CorrNet, batch: Batch, iters: int, enc: Encoded | None = None):
@@ -251,19 +259,9 @@ def flow_loss(model: CorrNet, batch: Batch, opts: UnrollOptions) -> tuple[torch.
     total = torch.zeros((), device=batch.images.device)
     terms: dict[str, torch.Tensor] = {}
     for k, out in flow_iterations(model, batch, opts.iters):
-        terr = out.target - batch.target
-        tgt = masked_mean(terr.norm(dim=-1), tvalid)
-        err_eff = torch.where(tvalid[..., None] > 0, terr, torch.full_like(terr, opts.conf_range))
-        conf = mixture_nll(err_eff.detach(), out.weight, opts.conf_sigma, opts.conf_range).mean()
-        motion = F.binary_cross_entropy_with_logits(out.motion_logit, moving)
+        t = _correspondence_terms(model, out, out.net, batch, tvalid, moving, opts, k == opts.iters - 1)
         # the target term carries the whole flow signal here: weight it like the BA terms together
-        it_loss = tgt + opts.w_conf * conf + opts.w_motion * motion
-        t = {"target": tgt, "conf": conf, "motion": motion}
-        if k == opts.iters - 1 and opts.w_up > 0:
-            up = model.upsample_flow(out.net, out.target)
-            up_err = (up.permute(0, 2, 3, 1) - batch.flow).abs().sum(-1) / model.stride
-            t["up"] = masked_mean(up_err, batch.flow_valid)
-            it_loss = it_loss + opts.w_up * t["up"]
+        it_loss = t["target"] + opts.w_conf * t["conf"] + opts.w_motion * t["motion"] + opts.w_up * t.get("up", 0.0)
         total = total + _weights(k, opts.iters, opts.gamma) * it_loss
         terms = t
     metrics = {k: float(v.detach()) for k, v in terms.items()}
