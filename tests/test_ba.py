@@ -137,3 +137,25 @@ def test_cuda_matches_cpu():
     q = make_problem(6, None, 20, 24, seed=10)
     s = bundle_adjust(q.poses_init, q.disps_init, q.K_init, q.ii, q.jj, q.target, q.weight, fixed=2)
     assert torch.allclose(r.poses.tensor().cpu(), s.poses.tensor(), atol=1e-8)
+
+
+def test_weak_focal_is_held_and_strong_focal_estimated():
+    """The focal's marginal std decides: a problem that constrains it is solved, one
+    judged too weak (threshold below its std) keeps the initial focal; steps and bounds
+    keep the focal positive and plausible."""
+    p = make_problem(6, None, 24, 32, noise_px=0.3, outlier_fraction=0.1, focal_error=0.1, seed=8)
+    args = (p.ii, p.jj, p.target, p.weight, 6)
+    free = DenseBA(*args, fixed=2, optimize_focal=True, options=LMOptions(iters=15)).run(
+        p.poses_init, p.disps_init, p.K_init)
+    assert 0 < free.focal_std < LMOptions().focal_max_std and not free.focal_held
+    assert abs(free.intrinsics[0].item() / p.K_gt[0].item() - 1) < 0.05
+    held = DenseBA(*args, fixed=2, optimize_focal=True,
+                   options=LMOptions(iters=15, focal_max_std=0.1 * free.focal_std)).run(
+        p.poses_init, p.disps_init, p.K_init)
+    assert held.focal_held and held.intrinsics[0].item() == p.K_init[0].item()
+    # bounds: a focal range that excludes the truth pins the estimate at its edge
+    side = max(p.disps_init.shape[-2:])
+    lo = 1.2 * p.K_gt[0].item() / side
+    capped = DenseBA(*args, fixed=2, optimize_focal=True,
+                     options=LMOptions(iters=15, focal_range=(lo, 5.0))).run(p.poses_init, p.disps_init, p.K_init)
+    assert capped.intrinsics[0].item() == pytest.approx(lo * side, rel=1e-6)

@@ -72,6 +72,10 @@ class LMOptions:
     min_depth_ratio: float = DEFAULT_MIN_DEPTH_RATIO  #: validity threshold (see projective)
     rel_tol: float = 1e-8          #: stop when the relative cost decrease is below this
     adaptive: bool = True          #: accept/reject steps; False = plain damped Gauss-Newton
+    focal_max_std: float = 0.03    #: hold the focal when its relative marginal std exceeds this (0: never)
+    focal_max_step: float = 0.2    #: largest relative focal change per step
+    focal_noise_px: float = 1.0    #: correspondence noise (feature px, unit weight) assumed by focal_std
+    focal_range: tuple[float, float] = (0.2, 5.0)  #: focal bounds in multiples of the larger image side
 
 
 @dataclass
@@ -86,6 +90,10 @@ class BAResult:
         iterations: number of linearisations done.
         focal_information: the focal entry of the Schur complement at the last
             linearisation (how strongly the data constrain ``f``; 0 if fixed).
+        focal_std: relative marginal standard deviation of the focal at the
+            first linearisation (:meth:`DenseBA.focal_std`; nan when not estimated).
+        focal_held: True when the focal was to be estimated but held because
+            ``focal_std`` exceeded ``LMOptions.focal_max_std``.
     """
 
     poses: pp.LieTensor
@@ -94,6 +102,8 @@ class BAResult:
     costs: list[float] = field(default_factory=list)
     iterations: int = 0
     focal_information: float = 0.0
+    focal_std: float = float("nan")
+    focal_held: bool = False
 
 
 def _group_slots(ii: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
@@ -290,6 +300,55 @@ class DenseBA:
         f_info = float(S[D - 1, D - 1].detach()) if self.optimize_focal else 0.0
         return dx[:D], dd, f_info
 
+    def focal_std(self, lin: dict, intrinsics: torch.Tensor) -> float:
+        """Relative marginal standard deviation ``std(f) / f`` of the focal length.
+
+        The focal's variance is the last diagonal entry of the inverse of the
+        reduced (depths eliminated, poses kept) information matrix, undamped,
+        times ``LMOptions.focal_noise_px`` squared (an assumed correspondence
+        noise at unit weight; not the current residuals, which at the start of
+        a BA measure the initial estimate's error, not the data's).  Large values
+        mean that the data do not constrain the focal (little parallax and
+        rotation, e.g. forward motion along the optical axis or a near-static
+        camera); MegaSaM likewise holds the focal where its Hessian is weak.
+
+        Returns:
+            ``std(f) / f`` (inf when the system is singular); nan when the
+            focal is not a variable.
+        """
+        if not self.optimize_focal:
+            return float("nan")
+        D = self.D
+        # in double precision: the Schur complement of a float32 system can lose definiteness
+        C = lin["C"].double()
+        Cinv = 1.0 / (C + self.opt.eps_disp) if self.optimize_disps else torch.zeros_like(C)
+        Q = lin["Q"].double()
+        M = (Q * Cinv[:, None]) @ Q.transpose(1, 2)
+        ridx = self.row_index
+        Sflat = lin["H"].double().reshape(-1).clone()
+        Sflat.index_add_(0, (ridx[:, :, None] * (D + 1) + ridx[:, None, :]).reshape(-1), -M.reshape(-1))
+        Sf = Sflat.view(D + 1, D + 1)[:D, :D][self.free][:, self.free]
+        # the monocular scale is a null direction of S (the focal is independent of it):
+        # a tiny relative damping makes the inverse exist without changing the focal's variance
+        Sf = Sf + torch.diag(1e-9 * torch.diagonal(Sf).clamp(min=0) + self.opt.eps_pose)
+        L, info = torch.linalg.cholesky_ex(Sf)
+        if int(info) == 0:
+            e = torch.zeros(Sf.shape[0], 1, dtype=Sf.dtype, device=Sf.device)
+            e[-1] = 1.0
+            var = float(torch.cholesky_solve(e, L)[-1, 0])
+        else:  # rounding left S slightly indefinite: pseudo-inverse over its positive spectrum
+            ev, V = torch.linalg.eigh(Sf)
+            pos = ev > 1e-12 * ev.abs().max()
+            if not pos.any():
+                return float("inf")
+            var = float((V[-1, pos] ** 2 / ev[pos]).sum())
+        return float((max(var, 0.0) * self.opt.focal_noise_px ** 2) ** 0.5 / float(intrinsics[0]))
+
+    def hold_focal(self) -> None:
+        """Stop estimating the focal (it keeps its current value)."""
+        self.optimize_focal = False
+        self.free = self.free[self.free != self.D - 1]
+
     def apply(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor,
               dx: torch.Tensor, dd: torch.Tensor) -> tuple[pp.LieTensor, torch.Tensor, torch.Tensor]:
         """Retract poses on the left, add depth steps (clamped), and update the focal."""
@@ -298,7 +357,10 @@ class DenseBA:
         new_disps = (disps + dd.view_as(disps)).clamp(min=self.opt.min_disp)
         K = intrinsics
         if self.optimize_focal:
-            f = K[0] + dx[-1]
+            step = self.opt.focal_max_step * K[0]
+            f = K[0] + torch.maximum(torch.minimum(dx[-1], step), -step)
+            side = float(max(disps.shape[-2:]))
+            f = f.clamp(self.opt.focal_range[0] * side, self.opt.focal_range[1] * side)
             K = torch.stack([f, f * K[1] / K[0], K[2], K[3]])
         return new_poses, new_disps, K
 
@@ -344,6 +406,11 @@ class DenseBA:
             lin = self.linearize(poses, disps, K)
             if not res.costs:
                 res.costs.append(lin["cost"])
+                if self.optimize_focal:
+                    res.focal_std = self.focal_std(lin, K)
+                    if o.focal_max_std > 0 and not res.focal_std <= o.focal_max_std:
+                        self.hold_focal()
+                        res.focal_held = True
             res.iterations = it + 1
             accepted = False
             for _ in range(o.max_tries if o.adaptive else 1):

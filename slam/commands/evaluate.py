@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HELP = "run the system on sequences with ground truth; ATE/RPE, speed and memory (optionally against COLMAP)"
 
-#: Keys of every row of ``metrics.json`` (``focal_error`` only when it is measurable).
+#: Keys of every row of ``metrics.json`` (``focal_error`` and ``motion_iou`` only when measurable).
 ROW_KEYS: tuple[str, ...] = (
     "sequence", "method", "ate_rmse_m", "ate_pct_path", "rpe_trans_m", "rpe_rot_deg", "tracked_fraction",
     "fps", "wall_s", "peak_rss_mb", "path_length_m", "frames", "evaluated_frames", "keyframes", "scale",
@@ -282,7 +282,7 @@ class _Evaluator:
     def sequence(self, seq: "Sequence", name: str) -> None:
         import numpy as np
 
-        from slam.eval.metrics import focal_error
+        from slam.eval.metrics import find_dynamic_masks, focal_error, motion_iou
 
         if not seq.has_ground_truth:
             print(f"slam eval: skipping {name}: no ground truth (needs e.g. groundtruth.txt / pose_left.txt)")
@@ -317,6 +317,9 @@ class _Evaluator:
                 ref = seq.intrinsics.scaled(*recon.input_size) if seq.intrinsics.size != tuple(recon.input_size) \
                     else seq.intrinsics
                 extra["focal_error"] = focal_error(recon.input_intrinsics, ref.as_array())
+            masks = find_dynamic_masks(seq.path, len(recon.timestamps)) if recon.motion is not None else None
+            if masks is not None:
+                extra["motion_iou"] = motion_iou(recon.motion, masks, float(cfg.motion.mask_thresh))
             row = make_row(name, method, ev, frames=len(recon.timestamps),
                            tracked_fraction=float(tracked.mean()) if tracked.size else 0.0,
                            wall_s=stats.get("wall_s", wall), fps=stats.get("fps"),

@@ -76,7 +76,10 @@ def main(args: argparse.Namespace) -> int:
 
     viewer = make_viewer(cfg.viewer, default_record=out / "viewer.mp4")
     recon = run_sequence(seq, cfg, progress=not args.no_progress, on_keyframe=viewer.on_keyframe if viewer else None)
-    files = write_outputs(recon, out, colmap=bool(cfg.outputs.colmap), fuse=dict(cfg.outputs.fuse))
+    files = write_outputs(recon, out, colmap=bool(cfg.outputs.colmap), fuse=dict(cfg.outputs.fuse),
+                          motion_masks=bool(cfg.outputs.motion_masks), motion_thresh=float(cfg.motion.mask_thresh))
+    if cfg.depth.video.enabled and not recon.interrupted and len(recon.kf_indices) >= 2:
+        recon = _video_depth(seq, recon, cfg, out, files, progress=not args.no_progress)
     st = recon.stats
     fx, fy, cx, cy = recon.input_intrinsics
     focal = f"focal {fx:.1f} px ({'estimated' if recon.focal_estimated else 'given'})"
@@ -92,3 +95,35 @@ def main(args: argparse.Namespace) -> int:
         print("interrupted: the outputs hold what was computed so far", file=sys.stderr)
         return 130
     return 0
+
+
+def _video_depth(seq, recon, cfg, out, files: dict, *, progress: bool):
+    """Run the video-depth stage; replace ``points.ply`` by its fused cloud and record it in the summary.
+
+    Ctrl-C keeps the tracking outputs already written and the depth maps finished so far.
+    """
+    import json
+
+    from slam.depth.stage import run_video_depth
+    from slam.io.outputs import atomic_path, write_json
+    from slam.io.ply import write_ply
+
+    try:
+        res = run_video_depth(seq, recon, cfg.depth, out, progress=progress)
+    except KeyboardInterrupt:
+        recon.interrupted = True
+        return recon
+    xyz, rgb = res["points"]
+    with atomic_path(files["summary"].with_name("points.ply")) as tmp:
+        write_ply(tmp, xyz, rgb)
+    files["points"] = files["summary"].with_name("points.ply")
+    files["depth"] = res["depth_dir"]
+    summary = json.loads(files["summary"].read_text())
+    summary["points"] = int(len(xyz))
+    summary["points_from"] = "video_depth"
+    summary["video_depth"] = {"frames": res["frames"], "dir": "depth",
+                              "wall_s": res["stats"].get("wall_s"),
+                              "working_size": res["stats"].get("working_size")}
+    write_json(files["summary"], summary)
+    recon.stats["video_depth_frames"] = res["frames"]
+    return recon

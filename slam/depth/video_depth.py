@@ -119,7 +119,7 @@ DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
 
 
 #: Keys of ``configs/depth/video.yaml`` that are for the caller (``slam run``), not for the estimator.
-VIDEO_CONFIG_EXTRAS: tuple[str, ...] = ("enabled", "output")
+VIDEO_CONFIG_EXTRAS: tuple[str, ...] = ("enabled", "output", "cloud")
 
 
 @dataclass

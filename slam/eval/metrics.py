@@ -25,6 +25,7 @@ ground truth, a static estimate) raise :class:`MetricsError`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -199,3 +200,46 @@ def compute_metrics(est_timestamps: np.ndarray, est_poses: np.ndarray, gt_timest
 def focal_error(estimated: np.ndarray, reference: np.ndarray) -> float:
     """Relative error ``fx_est / fx_ref - 1`` of ``[fx, fy, cx, cy]`` intrinsics at the same resolution."""
     return float(np.asarray(estimated, dtype=np.float64)[0] / np.asarray(reference, dtype=np.float64)[0] - 1.0)
+
+
+def find_dynamic_masks(seq_path: str | Path, n_frames: int) -> list[Path] | None:
+    """Ground-truth dynamic masks of a synthetic sequence, one per frame, if present.
+
+    ``slam synth`` writes ``masks/NNNNNN.png`` (video layout) or
+    ``dynamic_mask/NNNNNN_mask.png`` (TartanAir layout) beside the frames;
+    the k-th sorted file is frame k.  Returns None when there are none or
+    their count differs from ``n_frames``.
+    """
+    root = Path(seq_path)
+    root = root if root.is_dir() else root.parent
+    for sub in ("masks", "dynamic_mask"):
+        files = sorted((root / sub).glob("*.png"))
+        if files and len(files) == n_frames:
+            return files
+    return None
+
+
+def motion_iou(motion: np.ndarray, masks: list[Path], thresh: float = 0.5,
+               frame_rows: np.ndarray | None = None) -> float:
+    """Intersection over union of predicted moving pixels against ground-truth masks.
+
+    Args:
+        motion: (F, h, w) motion probability of each frame (any resolution;
+            upsampled bilinearly to the masks').
+        masks: ground-truth mask files (nonzero = moving), indexed by frame.
+        thresh: probability above which a pixel is predicted moving.
+        frame_rows: (F,) index into ``masks`` of each row (default 0 .. F-1).
+    Returns:
+        IoU pooled over all frames (intersection and union summed first);
+        nan when neither marks any pixel.
+    """
+    import cv2
+
+    rows = np.arange(len(motion)) if frame_rows is None else np.asarray(frame_rows)
+    inter = union = 0
+    for m, r in zip(np.asarray(motion, dtype=np.float32), rows):
+        gt = cv2.imread(str(masks[int(r)]), cv2.IMREAD_GRAYSCALE) > 0
+        pred = cv2.resize(m, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR) > thresh
+        inter += int((pred & gt).sum())
+        union += int((pred | gt).sum())
+    return inter / union if union else float("nan")

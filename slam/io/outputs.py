@@ -11,7 +11,8 @@
     depth at feature resolution, ``confidence`` (K, h, w) float32,
     ``intrinsics`` (4,) ``[fx, fy, cx, cy]`` at the processing resolution,
     ``image_size`` (2,) ``(W, H)`` processing resolution,
-    ``feature_intrinsics`` (4,) intrinsics at the resolution of ``disps``.
+    ``feature_intrinsics`` (4,) intrinsics at the resolution of ``disps``,
+    ``motion`` (K, h, w) float32 motion probability (when the run has one).
 ``points.ply``
     the fused coloured point cloud (:mod:`slam.io.pointcloud`, :mod:`slam.io.ply`).
 ``summary.json``
@@ -22,6 +23,10 @@
     under ``stats``); NaN / infinity are written as ``null``.
 ``colmap/`` (when ``colmap=True``)
     a COLMAP text model of the keyframes (:mod:`slam.io.colmap`).
+``motion_masks/`` (when ``motion_masks=True`` and the run has motion maps)
+    ``{row:06d}.png`` for every input frame (row = line of ``trajectory.txt``):
+    8-bit, input resolution, 255 where the motion probability exceeds
+    ``motion_thresh`` (a moving object), else 0 (:func:`write_motion_masks`).
 
 Every file is written to a temporary name in the same folder and renamed
 into place, so an interrupted or crashed writer never leaves a truncated file
@@ -124,6 +129,7 @@ def write_keyframes(path: str | Path, recon: Reconstruction) -> Path:
     ts = np.asarray(recon.timestamps, dtype=np.float64)
     idx = np.asarray(recon.kf_indices, dtype=np.int64)
     conf = recon.kf_confidence if recon.kf_confidence is not None else np.ones_like(recon.kf_disps)
+    extra = {} if recon.kf_motion is None else {"motion": np.asarray(recon.kf_motion, dtype=np.float32)}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, indices=idx, timestamps=ts[idx] if ts.size else np.zeros(len(idx)),
@@ -132,7 +138,7 @@ def write_keyframes(path: str | Path, recon: Reconstruction) -> Path:
                      confidence=np.asarray(conf, dtype=np.float32),
                      intrinsics=np.asarray(recon.intrinsics, dtype=np.float64),
                      image_size=np.asarray(recon.image_size, dtype=np.int64),
-                     feature_intrinsics=np.asarray(recon.feature_intrinsics, dtype=np.float64))
+                     feature_intrinsics=np.asarray(recon.feature_intrinsics, dtype=np.float64), **extra)
     return path
 
 
@@ -148,8 +154,31 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+def write_motion_masks(recon: Reconstruction, out_dir: str | Path, thresh: float = 0.5) -> Path:
+    """Write one binary motion mask per input frame (see the module docstring).
+
+    The (F, h, w) probabilities are upsampled bilinearly (pixel-centre
+    convention) to the input resolution, then thresholded.  The folder is
+    written next to its final name and renamed into place.
+    """
+    import cv2
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    W, H = recon.input_size
+    for r, m in enumerate(np.asarray(recon.motion, dtype=np.float32)):
+        up = cv2.resize(m, (int(W), int(H)), interpolation=cv2.INTER_LINEAR)
+        cv2.imwrite(str(tmp / f"{r:06d}.png"), np.where(up > thresh, 255, 0).astype(np.uint8))
+    _replace_dir(tmp, out)
+    return out
+
+
 def write_outputs(recon: Reconstruction, out_dir: str | Path, *, colmap: bool = False, ply: bool = True,
-                  fuse: Mapping[str, Any] | None = None) -> dict[str, Path]:
+                  fuse: Mapping[str, Any] | None = None, motion_masks: bool = False,
+                  motion_thresh: float = 0.5) -> dict[str, Path]:
     """Write the outputs of a run (see the module docstring).
 
     Args:
@@ -160,8 +189,10 @@ def write_outputs(recon: Reconstruction, out_dir: str | Path, *, colmap: bool = 
         fuse: keyword arguments of :func:`slam.io.pointcloud.fuse_cloud`
             (``min_confidence``, ``consistency_px``, ``rel_depth_tol``, ``min_views``,
             ``neighbours``, ``max_points``, ``seed``); its defaults when None.
+        motion_masks: write ``motion_masks/`` (when ``recon.motion`` exists),
+            thresholded at ``motion_thresh``.
     Returns:
-        ``{"trajectory", "keyframes", "summary"[, "points"][, "colmap"]: path}``.
+        ``{"trajectory", "keyframes", "summary"[, "points"][, "colmap"][, "motion_masks"]: path}``.
     """
     from slam.io.tum import write_tum
 
@@ -199,5 +230,7 @@ def write_outputs(recon: Reconstruction, out_dir: str | Path, *, colmap: bool = 
                 shutil.rmtree(tmp_dir)
         paths["colmap"] = out / "colmap"
 
+    if motion_masks and recon.motion is not None:
+        paths["motion_masks"] = write_motion_masks(recon, out / "motion_masks", motion_thresh)
     paths["summary"] = write_json(out / "summary.json", summarize(recon, None if cloud is None else len(cloud)))
     return paths

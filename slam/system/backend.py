@@ -11,6 +11,7 @@ import torch
 from slam.ba.dense_ba import LMOptions
 from slam.corr.base import CorrespondenceSource
 from slam.system.graph import FrameGraph
+from slam.system.motion import MotionOptions
 from slam.system.optimize import solve_graph
 from slam.system.store import KeyframeStore
 
@@ -31,7 +32,7 @@ class BackendOptions:
 
 
 def global_ba(store: KeyframeStore, source: CorrespondenceSource, opt: BackendOptions, lm: LMOptions,
-              iters: int, motion_weighting: bool = True) -> None:
+              iters: int, motion: MotionOptions | None = None) -> None:
     """One global BA over all keyframes (slot 0 fixed)."""
     n = store.n
     if n < 3:
@@ -45,18 +46,18 @@ def global_ba(store: KeyframeStore, source: CorrespondenceSource, opt: BackendOp
     lm = LMOptions(**{**vars(lm), "iters": iters})
     solve_graph(store, graph, None, fixed_below=1, options=lm,
                    optimize_focal=opt.optimize_focal and not store.focal_known,
-                   motion_weighting=motion_weighting)
+                   motion=motion)
 
 
 class Backend(threading.Thread):
     """Runs :func:`global_ba` whenever the frontend has added ``every`` keyframes."""
 
     def __init__(self, store: KeyframeStore, source: CorrespondenceSource, frontend, opt: BackendOptions,
-                 lm: LMOptions, ba_lock: threading.Lock, motion_weighting: bool = True) -> None:
+                 lm: LMOptions, ba_lock: threading.Lock, motion: MotionOptions | None = None) -> None:
         super().__init__(name="slam-backend", daemon=True)
         self.store, self.source, self.frontend, self.opt, self.lm = store, source, frontend, opt, lm
         self.ba_lock = ba_lock
-        self.motion_weighting = motion_weighting
+        self.motion = motion
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.runs = 0
@@ -72,7 +73,7 @@ class Backend(threading.Thread):
                 if self.frontend.initialized and self.frontend.new_keyframes >= self.opt.every:
                     with self.ba_lock:
                         self.frontend.new_keyframes = 0
-                        global_ba(self.store, self.source, self.opt, self.lm, self.opt.iters, self.motion_weighting)
+                        global_ba(self.store, self.source, self.opt, self.lm, self.opt.iters, self.motion)
                     self.runs += 1
         except BaseException as e:  # surfaced by the runner
             self.error = e

@@ -32,6 +32,7 @@ class FillerOptions:
     chunk: int = 16              # frames per batched pose-only BA
     iters: int = 6               # LM iterations per chunk
     min_valid: float = 0.1       # share of confident pixels needed to call a frame tracked
+    motion_weighting: bool = True  # scale weights by 1 - the keyframe's motion probability (set from motion.weighting)
 
 
 def interpolate_poses(snap: Snapshot, timestamps: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -166,6 +167,8 @@ def _refine_chunk(edges: list[_Edge], snap: Snapshot, K: torch.Tensor, poses: to
     jj_t = torch.tensor([na + r_local[e.row] for e in edges], device=dev)
     target = torch.stack([e.target for e in edges]).to(dev, dt)
     weight = torch.stack([e.weight for e in edges]).to(dev, dt)
+    if options.motion_weighting and snap.motion is not None:
+        weight = weight * (1.0 - snap.motion[[e.slot for e in edges]].to(dev, dt))[..., None]
     fixed = torch.zeros(na + nb, dtype=torch.bool, device=dev)
     fixed[:na] = True
     ba = DenseBA(ii_t, jj_t, target, weight, na + nb, fixed=fixed,

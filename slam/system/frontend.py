@@ -14,6 +14,7 @@ import torch
 from slam.ba.dense_ba import LMOptions
 from slam.corr.base import CorrespondenceSource
 from slam.system.graph import FrameGraph, frame_distance
+from slam.system.motion import MotionOptions
 from slam.system.optimize import solve_graph
 from slam.corr.base import compose_targets
 from slam.system.store import KeyframeStore, TrackRecord
@@ -49,15 +50,15 @@ class Frontend:
         store, source: the keyframe store and correspondence source.
         options: :class:`FrontendOptions`; ``lm``: solver options of local BA.
         ba_lock: serialises bundle adjustment with the backend.
-        motion_weighting: use the motion probability in BA weights.
+        motion: motion-map options (:mod:`slam.system.motion`; None: off).
     """
 
     def __init__(self, store: KeyframeStore, source: CorrespondenceSource, options: FrontendOptions,
-                 lm: LMOptions, ba_lock: threading.Lock, motion_weighting: bool = True) -> None:
+                 lm: LMOptions, ba_lock: threading.Lock, motion: MotionOptions | None = None) -> None:
         self.store, self.source, self.opt, self.lm = store, source, options, lm
         self.graph = FrameGraph(store, source)
         self.ba_lock = ba_lock
-        self.motion_weighting = motion_weighting
+        self.motion = motion
         self.initialized = False
         self.two_view_used = False  # whether the initialisation started from a two-view reconstruction
         self.frames_seen = 0
@@ -109,7 +110,7 @@ class Frontend:
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, o.radius))
             start = self._seed_state(n0)
             res = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
-                                 motion_weighting=self.motion_weighting)
+                                 motion=self.motion)
             if o.init_two_view and res is not None:
                 # second candidate: the two-view start; keep whichever ends with the lower cost
                 # (planar scenes make the essential matrix ambiguous, rotations make it unreliable)
@@ -118,7 +119,7 @@ class Frontend:
                 res2 = None
                 if self._two_view_seed(n0):
                     res2 = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
-                                          motion_weighting=self.motion_weighting)
+                                          motion=self.motion)
                 self.two_view_used = res2 is not None and float(res2.costs[-1]) < float(res.costs[-1])
                 if not self.two_view_used:
                     self._set_seed_state(n0, from_identity)
@@ -128,7 +129,7 @@ class Frontend:
                 sel = (ii == t) | (jj == t)
                 self.graph.add(ii[sel], jj[sel])
                 solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
-                               motion_weighting=self.motion_weighting)
+                               motion=self.motion)
             self._normalize_scale()
         self.initialized = True
 
@@ -200,7 +201,7 @@ class Frontend:
             self.graph.add(ii, torch.full_like(ii, t))
             e = self.graph.edges
             solve_graph(s, self.graph, e.jj == t, fixed_below=t, options=self.lm,
-                           motion_weighting=self.motion_weighting, optimize_disps=False)
+                           motion=self.motion, optimize_disps=False)
 
     def _normalize_scale(self) -> None:
         """Fix the monocular scale so that the mean inverse depth is 1."""
@@ -232,7 +233,7 @@ class Frontend:
             e = self.graph.edges
             in_window = (e.ii >= t0 - 1) | (e.jj >= t0 - 1)
             solve_graph(s, self.graph, in_window, fixed_below=t0, options=self.lm,
-                           motion_weighting=self.motion_weighting)
+                           motion=self.motion)
             self._remove_redundant()
 
     def _remove_redundant(self) -> None:

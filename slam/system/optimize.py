@@ -11,21 +11,15 @@ import pypose as pp
 import torch
 
 from slam.ba.dense_ba import BAResult, DenseBA, LMOptions
+from slam.geometry.projective import project_edges
 from slam.system.graph import Edges, FrameGraph
+from slam.system.motion import MotionOptions, pool_per_frame, residual_motion
 from slam.system.store import KeyframeStore
 
 
-def edge_weights(edges: Edges, motion_weighting: bool) -> torch.Tensor:
-    """(E, h, w, 2) BA weights: the confidence, times ``1 - motion probability`` if enabled."""
-    w = edges.weight
-    if motion_weighting and edges.motion is not None:
-        w = w * (1.0 - edges.motion.clamp(0, 1))[..., None]
-    return w
-
-
 def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, options: LMOptions,
-                   optimize_focal: bool = False, motion_weighting: bool = True,
-                   disp_prior: torch.Tensor | None = None, prior_weight: float = 0.0,
+                   optimize_focal: bool = False, motion: MotionOptions | None = None,
+                   disp_prior: torch.Tensor | None = None, prior_weight: torch.Tensor | float = 0.0,
                    optimize_disps: bool = True) -> BAResult | None:
     """Run dense BA on the keyframes touched by ``edges`` and write the result back.
 
@@ -36,13 +30,20 @@ def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, opti
             slot is fixed, the oldest active one is (gauge).
         options: solver options.
         optimize_focal: estimate the shared focal length too.
-        motion_weighting: multiply weights by ``1 - motion probability``.
+        motion: motion-map options (:mod:`slam.system.motion`): the store's
+            maps of the edges' source keyframes scale the weights by
+            ``1 - m``; maps are updated from the source's motion output
+            (before BA) or from the BA residuals (after).  None: off.
+        disp_prior: optional (N_store, h, w) prior inverse depths of all
+            slots (the active ones are used); prior_weight: its weight, a
+            scalar or (N_store, h, w).
         optimize_disps: False for pose-only refinement (depths held).
     Returns:
         The BA result in local indices, or None when there is nothing to do.
     """
     if len(edges) == 0:
         return None
+    motion = motion or MotionOptions(weighting=False, mode="off")
     active = torch.unique(torch.cat([edges.ii, edges.jj]))
     local = torch.full((int(active.max()) + 1,), -1, dtype=torch.long)
     local[active] = torch.arange(active.numel())
@@ -55,25 +56,49 @@ def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, opti
         disps = store.disps[active].clone()
         K = store.feature_intrinsics()
     dev = disps.device
-    ba = DenseBA(ii.to(dev), jj.to(dev), edges.target.to(dev), edge_weights(edges, motion_weighting).to(dev),
-                 active.numel(), fixed=fixed.to(dev), optimize_focal=optimize_focal,
-                 disp_prior=None if disp_prior is None else disp_prior.to(dev),
-                 prior_weight=prior_weight if disp_prior is not None else None, options=options,
+    ii_d, jj_d = ii.to(dev), jj.to(dev)
+    target, weight = edges.target.to(dev), edges.weight.to(dev)
+    has_source_motion = edges.motion is not None
+    evidence = weight[..., 0] >= motion.min_weight
+    if motion.mode != "off" and motion.uses_source(has_source_motion) and has_source_motion:
+        m, has = pool_per_frame(edges.motion.to(dev, weight.dtype), evidence, ii_d, active.numel(), motion.dilate)
+        store.write(active[has.cpu()], motion=m[has])
+    ba_weight = weight
+    if motion.weighting and motion.mode != "off":
+        with store.lock:
+            m_act = store.motion[active].to(dev, weight.dtype)
+        ba_weight = weight * (1.0 - m_act[ii_d])[..., None]
+    prior = None if disp_prior is None else disp_prior[active].to(dev)
+    if prior is not None and torch.is_tensor(prior_weight) and prior_weight.dim() > 0:
+        prior_weight = prior_weight[active].to(dev)
+    ba = DenseBA(ii_d, jj_d, target, ba_weight, active.numel(), fixed=fixed.to(dev), optimize_focal=optimize_focal,
+                 disp_prior=prior, prior_weight=prior_weight if prior is not None else None, options=options,
                  optimize_disps=optimize_disps)
     res = ba.run(poses, disps, K)
     # per-pixel confidence of each source keyframe: its mean weight over its outgoing edges
-    w = edges.weight[..., 0].to(dev)
-    conf = torch.zeros_like(disps).index_add_(0, ii.to(dev), w)
-    cnt = torch.zeros(active.numel(), device=dev).index_add_(0, ii.to(dev), torch.ones(len(edges), device=dev))
+    w = weight[..., 0]
+    conf = torch.zeros_like(disps).index_add_(0, ii_d, w)
+    cnt = torch.zeros(active.numel(), device=dev).index_add_(0, ii_d, torch.ones(len(edges), device=dev))
     src = cnt > 0
     conf = conf / cnt.clamp(min=1)[:, None, None]
     free = ~fixed.to(dev)
+    geo_motion = None
+    if optimize_disps and motion.mode != "off" and motion.uses_geometry(has_source_motion):
+        pr = project_edges(res.poses, res.disps, res.intrinsics, ii_d, jj_d, min_depth_ratio=options.min_depth_ratio)
+        ok = evidence & pr.valid
+        prob = residual_motion((target - pr.coords).norm(dim=-1), ok, motion)
+        m, has = pool_per_frame(prob, ok, ii_d, active.numel(), motion.dilate)
+        geo_motion = (active[has.cpu()], m[has])
     with store.lock:
         store.write(active[free.cpu()], poses=res.poses.tensor()[free])
         if optimize_disps:
             store.write(active[src.cpu()], disps=res.disps[src], confidence=conf[src])
+        if geo_motion is not None:
+            store.write(geo_motion[0], motion=geo_motion[1])
         if optimize_focal:
-            store.set_feature_focal(res.intrinsics)
+            store.focal_std, store.focal_held = res.focal_std, res.focal_held
+            if not res.focal_held:
+                store.set_feature_focal(res.intrinsics)
     return res
 
 

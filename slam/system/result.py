@@ -32,6 +32,11 @@ class Reconstruction:
         focal_estimated: True when the focal length was estimated (unknown camera).
         correspondence: name of the correspondence source used.
         stats: free-form numbers (fps, wall_s, peak_rss_mb, ...).
+        kf_motion: (K, h, w) per-pixel probability that the keyframe pixel moves
+            independently of the camera (:mod:`slam.system.motion`), or None.
+        motion: (F, h, w) float16 the same for every input frame (keyframes: their
+            map; tracked non-keyframes: their keyframe's map carried along the
+            recorded correspondences; others 0), or None.
         interrupted: True when the run was stopped early (Ctrl-C).
     """
 
@@ -51,6 +56,8 @@ class Reconstruction:
     correspondence: str
     stats: dict = field(default_factory=dict)
     interrupted: bool = False
+    kf_motion: np.ndarray | None = None
+    motion: np.ndarray | None = None
 
     @property
     def feature_intrinsics(self) -> np.ndarray:

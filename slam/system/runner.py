@@ -28,6 +28,7 @@ from slam.geometry.camera import Intrinsics, processing_size, resize_frame
 from slam.system.backend import Backend, BackendOptions, global_ba
 from slam.system.filler import FillerOptions, fill_trajectory
 from slam.system.frontend import Frontend, FrontendOptions
+from slam.system.motion import MotionOptions, warp_motion
 from slam.system.result import Reconstruction
 from slam.system.store import KeyframeStore
 
@@ -90,10 +91,11 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     lm = LMOptions(**dict(cfg.lm))
     fopt = FrontendOptions(**dict(cfg.frontend))
     bopt = BackendOptions(**dict(cfg.backend))
+    mopt = MotionOptions(**dict(cfg.motion))
     ba_lock = threading.Lock()
     frontend = Frontend(store, source, FrontendOptions(**{**vars(fopt)}),
-                        LMOptions(**{**vars(lm), "iters": fopt.local_iters}), ba_lock, cfg.motion_weighting)
-    backend = Backend(store, source, frontend, bopt, lm, ba_lock, cfg.motion_weighting)
+                        LMOptions(**{**vars(lm), "iters": fopt.local_iters}), ba_lock, mopt)
+    backend = Backend(store, source, frontend, bopt, lm, ba_lock, mopt)
 
     def prepare(frame) -> np.ndarray:
         img = frame.image
@@ -165,14 +167,14 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     if store.n < 2:
         message = "the camera did not move enough to create a second keyframe: identity trajectory, one keyframe"
     elif not interrupted:
-        global_ba(store, source, bopt, lm, bopt.final_iters, cfg.motion_weighting)
+        global_ba(store, source, bopt, lm, bopt.final_iters, mopt)
     snap = store.snapshot()
     for k in range(snap.n):
         kf_frames[int(snap.frame_index[k])] = store.frames[k]
     ts_arr = np.asarray(timestamps, dtype=np.float64)
     ids_arr = np.asarray(frame_ids, dtype=np.int64)
     restream = None
-    filler = FillerOptions(**dict(cfg.filler))
+    filler = FillerOptions(**dict(cfg.filler), motion_weighting=mopt.weighting and mopt.mode != "off")
     fbar = None
     with store.lock:
         tracks = dict(store.tracks)
@@ -195,6 +197,7 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     finally:
         if fbar is not None:
             fbar.close()
+    frame_motion = _frame_motion(snap, ids_arr, tracks, mopt.min_weight)
     wall = time.perf_counter() - t_start
     import pypose as pp
 
@@ -204,6 +207,11 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     K_input = np.array([Kp[0] * sx, Kp[1] * sy, (Kp[2] + 0.5) * sx - 0.5, (Kp[3] + 0.5) * sy - 0.5])
     stats = {"fps": len(ids_arr) / max(wall, 1e-9), "wall_s": wall, "tracking_s": t_track,
              "peak_rss_mb": peak_rss_mb(), "backend_runs": backend.runs, "device": str(device)}
+    if not focal_known:
+        # relative marginal std of the focal at the last BA that could estimate it, and whether
+        # it was held there because the data did not constrain it (LMOptions.focal_max_std)
+        stats["focal_rel_std"] = store.focal_std
+        stats["focal_held"] = store.focal_held
     if message:
         stats["message"] = message
     return Reconstruction(
@@ -211,7 +219,26 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
         kf_poses=kf_T, kf_disps=snap.disps.float().cpu().numpy(), kf_confidence=snap.confidence.float().cpu().numpy(),
         kf_images=store.images[: snap.n].numpy().copy(), intrinsics=Kp, image_size=(W, H), input_size=(W0, H0),
         input_intrinsics=K_input, focal_estimated=not focal_known, correspondence=source.name, stats=stats,
-        interrupted=interrupted)
+        interrupted=interrupted, kf_motion=snap.motion.float().cpu().numpy(), motion=frame_motion)
+
+
+def _frame_motion(snap, frame_ids: np.ndarray, tracks: dict, min_weight: float) -> np.ndarray:
+    """(F, h, w) float16 motion probability of every frame: a keyframe's own map, a
+    recorded non-keyframe's keyframe map carried along its correspondences, else 0."""
+    slot_of = {int(f): k for k, f in enumerate(snap.frame_index.tolist())}
+    h, w = snap.disps.shape[-2:]
+    out = np.zeros((len(frame_ids), h, w), dtype=np.float16)
+    if snap.motion is None:
+        return out
+    motion = snap.motion.float().cpu()
+    for r, f in enumerate(frame_ids.tolist()):
+        if f in slot_of:
+            out[r] = motion[slot_of[f]].numpy()
+        elif f in tracks and tracks[f].anchor in slot_of:
+            rec = tracks[f]
+            out[r] = warp_motion(motion[slot_of[rec.anchor]], rec.target.float(), rec.weight.float(),
+                                 min_weight).numpy()
+    return out
 
 
 def _put_stop(q: queue.Queue, worker: threading.Thread) -> None:

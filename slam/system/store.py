@@ -51,6 +51,7 @@ class Snapshot:
     confidence: torch.Tensor    # (n, h, w)
     intrinsics: torch.Tensor    # (4,) processing resolution
     version: int
+    motion: torch.Tensor | None = None  # (n, h, w) motion probability (slam.system.motion)
 
 
 class KeyframeStore:
@@ -80,9 +81,13 @@ class KeyframeStore:
         self.poses = pp.identity_SE3(capacity, device=self.device, dtype=dtype).tensor()
         self.disps = torch.ones(capacity, h, w, device=self.device, dtype=dtype)
         self.confidence = torch.zeros(capacity, h, w, device=self.device, dtype=dtype)
+        self.motion = torch.zeros(capacity, h, w, device=self.device, dtype=dtype)  # P(pixel moves), slam.system.motion
         self.frames: list[FrameData | None] = [None] * capacity
         self.intrinsics = intrinsics.to(self.device, dtype).clone()
         self.focal_known = focal_known
+        #: focal bookkeeping of the last BA that could estimate it: relative marginal std, whether it was held
+        self.focal_std: float = float("nan")
+        self.focal_held: bool | None = None
         self.changed: set[int] = set()
         self.removed_frames: list[int] = []
         self.tracks: dict[int, TrackRecord] = {}  # input-frame index -> its record (non-keyframes)
@@ -106,7 +111,7 @@ class KeyframeStore:
             n = self.n
             return Snapshot(n, self.frame_index[:n].clone(), self.timestamps[:n].clone(), self.poses[:n].clone(),
                             self.disps[:n].clone(), self.confidence[:n].clone(), self.intrinsics.clone(),
-                            self.version)
+                            self.version, self.motion[:n].clone())
 
     def slot_of_frame(self, frame_index: int) -> int | None:
         with self.lock:
@@ -127,6 +132,8 @@ class KeyframeStore:
             self.poses[k] = pose.to(self.device, self.dtype)
             self.disps[k] = disp if not torch.is_tensor(disp) else disp.to(self.device, self.dtype)
             self.confidence[k] = 0.0
+            # a new keyframe starts from its predecessor's motion map (objects move little between keyframes)
+            self.motion[k] = self.motion[k - 1] if k > 0 else 0.0
             self.frames[k] = frame
             self.n += 1
             self.version += 1
@@ -134,7 +141,7 @@ class KeyframeStore:
             return k
 
     def write(self, slots: torch.Tensor, poses: torch.Tensor | None = None, disps: torch.Tensor | None = None,
-              confidence: torch.Tensor | None = None) -> None:
+              confidence: torch.Tensor | None = None, motion: torch.Tensor | None = None) -> None:
         """Write optimised values into ``slots`` (a (m,) long tensor)."""
         with self.lock:
             if poses is not None:
@@ -143,6 +150,8 @@ class KeyframeStore:
                 self.disps[slots] = disps.to(self.device, self.dtype)
             if confidence is not None:
                 self.confidence[slots] = confidence.to(self.device, self.dtype)
+            if motion is not None:
+                self.motion[slots] = motion.to(self.device, self.dtype)
             self.version += 1
             self.changed.update(int(s) for s in slots)
 
@@ -153,7 +162,8 @@ class KeyframeStore:
             if not 0 <= k < n:
                 raise IndexError(k)
             self.removed_frames.append(int(self.frame_index[k]))
-            for t in (self.frame_index, self.timestamps, self.images, self.poses, self.disps, self.confidence):
+            for t in (self.frame_index, self.timestamps, self.images, self.poses, self.disps, self.confidence,
+                      self.motion):
                 t[k:n - 1] = t[k + 1:n].clone()
             self.frames[k:n - 1] = self.frames[k + 1:n]
             self.frames[n - 1] = None
