@@ -74,7 +74,7 @@ class LMOptions:
     adaptive: bool = True          #: accept/reject steps; False = plain damped Gauss-Newton
     focal_max_std: float = 0.03    #: hold the focal when its relative marginal std exceeds this (0: never)
     focal_max_step: float = 0.2    #: largest relative focal change per step
-    focal_noise_px: float = 1.0    #: correspondence noise (feature px, unit weight) assumed by focal_std
+    focal_noise_px: float = 0.1    #: smallest correspondence noise (feature px, unit weight) assumed by focal_std
     focal_range: tuple[float, float] = (0.2, 5.0)  #: focal bounds in multiples of the larger image side
 
 
@@ -91,7 +91,7 @@ class BAResult:
         focal_information: the focal entry of the Schur complement at the last
             linearisation (how strongly the data constrain ``f``; 0 if fixed).
         focal_std: relative marginal standard deviation of the focal at the
-            first linearisation (:meth:`DenseBA.focal_std`; nan when not estimated).
+            solution (:meth:`DenseBA.focal_std`; nan when not estimated).
         focal_held: True when the focal was to be estimated but held because
             ``focal_std`` exceeded ``LMOptions.focal_max_std``.
     """
@@ -128,7 +128,10 @@ class DenseBA:
         fixed: indices (or a bool mask of shape (N,)) of poses held constant.
         optimize_focal: also estimate the shared focal length.
         disp_prior: optional (N, H, W) prior inverse depths.
-        prior_weight: optional (N, H, W) or scalar weight alpha of the prior.
+        prior_weight: optional (N, H, W) or scalar weight alpha of the prior, or
+            a function ``(C (N, H, W), disps (N, H, W)) -> alpha`` of the
+            geometric depth Hessian diagonal, evaluated once, at the first
+            linearisation (MegaSaM's rule: weak parallax, strong prior).
         options: :class:`LMOptions`.
         optimize_disps: False holds the inverse depths constant (pose-only
             refinement, e.g. the trajectory filler).
@@ -156,7 +159,7 @@ class DenseBA:
             mask[torch.as_tensor(fixed, dtype=torch.long, device=dev)] = True
         self.fixed_mask = mask
         self.disp_prior = disp_prior
-        if prior_weight is not None and not torch.is_tensor(prior_weight):
+        if prior_weight is not None and not torch.is_tensor(prior_weight) and not callable(prior_weight):
             prior_weight = torch.as_tensor(float(prior_weight), dtype=target.dtype, device=dev)
         self.prior_weight = prior_weight if disp_prior is not None else None
         # Free variables of the reduced system: 6 per free pose, then the focal.
@@ -248,11 +251,14 @@ class DenseBA:
         Qf.index_add_(0, ii, E7[..., 6])
         Q = torch.cat([Q.permute(0, 1, 3, 2).reshape(N, 6 * S, P), Qf[:, None]], 1)  # (N, R, P)
         if self.disp_prior is not None:
+            if callable(self.prior_weight):  # rule on the geometric depth Hessian, fixed at the first linearisation
+                self.prior_weight = self.prior_weight(C.detach().view_as(disps), disps.detach())
             a = self.prior_weight.expand_as(disps).reshape(N, P)
             C = C + a
             w = w + a * (self.disp_prior - disps).reshape(N, P)
             cost = cost + (a * (disps.reshape(N, P) - self.disp_prior.reshape(N, P)) ** 2).sum(dtype=torch.float64)
-        return {"H": Hflat.view(D + 1, D + 1), "g": g, "C": C, "w": w, "Q": Q, "cost": float(cost.detach())}
+        return {"H": Hflat.view(D + 1, D + 1), "g": g, "C": C, "w": w, "Q": Q, "cost": float(cost.detach()),
+                "weight_sum": float(wt.sum(dtype=torch.float64).detach())}
 
     # --------------------------------------------------------------------- solve
     def solve(self, lin: dict, lam: float, eta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -300,14 +306,14 @@ class DenseBA:
         f_info = float(S[D - 1, D - 1].detach()) if self.optimize_focal else 0.0
         return dx[:D], dd, f_info
 
-    def focal_std(self, lin: dict, intrinsics: torch.Tensor) -> float:
+    def focal_std(self, lin: dict, intrinsics: torch.Tensor, sigma: float | None = None) -> float:
         """Relative marginal standard deviation ``std(f) / f`` of the focal length.
 
         The focal's variance is the last diagonal entry of the inverse of the
         reduced (depths eliminated, poses kept) information matrix, undamped,
-        times ``LMOptions.focal_noise_px`` squared (an assumed correspondence
-        noise at unit weight; not the current residuals, which at the start of
-        a BA measure the initial estimate's error, not the data's).  Large values
+        times ``sigma^2``, the correspondence noise at unit weight (feature
+        px; :meth:`run` passes the rms weighted residual of its solution,
+        at least ``LMOptions.focal_noise_px``).  Large values
         mean that the data do not constrain the focal (little parallax and
         rotation, e.g. forward motion along the optical axis or a near-static
         camera); MegaSaM likewise holds the focal where its Hessian is weak.
@@ -342,7 +348,8 @@ class DenseBA:
             if not pos.any():
                 return float("inf")
             var = float((V[-1, pos] ** 2 / ev[pos]).sum())
-        return float((max(var, 0.0) * self.opt.focal_noise_px ** 2) ** 0.5 / float(intrinsics[0]))
+        sigma = self.opt.focal_noise_px if sigma is None else sigma
+        return float((max(var, 0.0) * sigma ** 2) ** 0.5 / float(intrinsics[0]))
 
     def hold_focal(self) -> None:
         """Stop estimating the focal (it keeps its current value)."""
@@ -397,20 +404,35 @@ class DenseBA:
         Each iteration linearises once and tries up to ``max_tries`` damped
         steps; it stops when no step lowers the cost, or when an undamped
         (``lambda <= lambda_init``) step lowers it by less than ``rel_tol``.
+
+        When the focal is a variable and ``focal_max_std > 0``, its relative
+        standard deviation is judged at the solution (:meth:`focal_std`, with
+        the residual noise of the fit); if the data leave it too uncertain,
+        the problem is solved again from the start with the focal held.
         """
+        res, lin = self._levenberg_marquardt(poses, disps, intrinsics)
+        if self.optimize_focal and lin is not None:
+            sigma = max((res.costs[-1] / max(lin["weight_sum"], 1e-12)) ** 0.5, self.opt.focal_noise_px)
+            std = self.focal_std(lin, res.intrinsics, sigma)
+            if self.opt.focal_max_std > 0 and not std <= self.opt.focal_max_std:
+                self.hold_focal()
+                res, _ = self._levenberg_marquardt(poses, disps, intrinsics)
+                res.focal_held = True
+            res.focal_std = std
+        return res
+
+    def _levenberg_marquardt(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor
+                             ) -> tuple[BAResult, dict | None]:
+        """The LM iterations of :meth:`run`; also returns the last linearisation (None if none)."""
         o = self.opt
         lam = o.lambda_init
         poses, disps, K = poses.detach().clone(), disps.detach().clone(), intrinsics.detach().clone()
         res = BAResult(poses, disps, K)
+        lin = None
         for it in range(o.iters):
             lin = self.linearize(poses, disps, K)
             if not res.costs:
                 res.costs.append(lin["cost"])
-                if self.optimize_focal:
-                    res.focal_std = self.focal_std(lin, K)
-                    if o.focal_max_std > 0 and not res.focal_std <= o.focal_max_std:
-                        self.hold_focal()
-                        res.focal_held = True
             res.iterations = it + 1
             accepted = False
             for _ in range(o.max_tries if o.adaptive else 1):
@@ -434,7 +456,7 @@ class DenseBA:
             if small:
                 break
         res.poses, res.disps, res.intrinsics = poses, disps, K
-        return res
+        return res, lin
 
 
 def bundle_adjust(poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor,

@@ -11,6 +11,7 @@ import torch
 from slam.ba.dense_ba import LMOptions
 from slam.corr.base import CorrespondenceSource
 from slam.system.graph import FrameGraph
+from slam.system.depth_prior import PriorTerm
 from slam.system.motion import MotionOptions
 from slam.system.optimize import solve_graph
 from slam.system.store import KeyframeStore
@@ -32,7 +33,7 @@ class BackendOptions:
 
 
 def global_ba(store: KeyframeStore, source: CorrespondenceSource, opt: BackendOptions, lm: LMOptions,
-              iters: int, motion: MotionOptions | None = None) -> None:
+              iters: int, motion: MotionOptions | None = None, prior: PriorTerm | None = None) -> None:
     """One global BA over all keyframes (slot 0 fixed)."""
     n = store.n
     if n < 3:
@@ -46,18 +47,20 @@ def global_ba(store: KeyframeStore, source: CorrespondenceSource, opt: BackendOp
     lm = LMOptions(**{**vars(lm), "iters": iters})
     solve_graph(store, graph, None, fixed_below=1, options=lm,
                    optimize_focal=opt.optimize_focal and not store.focal_known,
-                   motion=motion)
+                   motion=motion, prior=prior)
 
 
 class Backend(threading.Thread):
     """Runs :func:`global_ba` whenever the frontend has added ``every`` keyframes."""
 
     def __init__(self, store: KeyframeStore, source: CorrespondenceSource, frontend, opt: BackendOptions,
-                 lm: LMOptions, ba_lock: threading.Lock, motion: MotionOptions | None = None) -> None:
+                 lm: LMOptions, ba_lock: threading.Lock, motion: MotionOptions | None = None,
+                 prior: PriorTerm | None = None) -> None:
         super().__init__(name="slam-backend", daemon=True)
         self.store, self.source, self.frontend, self.opt, self.lm = store, source, frontend, opt, lm
         self.ba_lock = ba_lock
         self.motion = motion
+        self.prior = prior
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.runs = 0
@@ -73,7 +76,7 @@ class Backend(threading.Thread):
                 if self.frontend.initialized and self.frontend.new_keyframes >= self.opt.every:
                     with self.ba_lock:
                         self.frontend.new_keyframes = 0
-                        global_ba(self.store, self.source, self.opt, self.lm, self.opt.iters, self.motion)
+                        global_ba(self.store, self.source, self.opt, self.lm, self.opt.iters, self.motion, self.prior)
                     self.runs += 1
         except BaseException as e:  # surfaced by the runner
             self.error = e

@@ -14,6 +14,7 @@ import torch
 from slam.ba.dense_ba import LMOptions
 from slam.corr.base import CorrespondenceSource
 from slam.system.graph import FrameGraph, frame_distance
+from slam.system.depth_prior import PriorTerm
 from slam.system.motion import MotionOptions
 from slam.system.optimize import solve_graph
 from slam.corr.base import compose_targets
@@ -51,14 +52,18 @@ class Frontend:
         options: :class:`FrontendOptions`; ``lm``: solver options of local BA.
         ba_lock: serialises bundle adjustment with the backend.
         motion: motion-map options (:mod:`slam.system.motion`; None: off).
+        prior: monocular depth prior (:mod:`slam.system.depth_prior`; None: off):
+            initial keyframe depths and a BA term.
     """
 
     def __init__(self, store: KeyframeStore, source: CorrespondenceSource, options: FrontendOptions,
-                 lm: LMOptions, ba_lock: threading.Lock, motion: MotionOptions | None = None) -> None:
+                 lm: LMOptions, ba_lock: threading.Lock, motion: MotionOptions | None = None,
+                 prior: PriorTerm | None = None) -> None:
         self.store, self.source, self.opt, self.lm = store, source, options, lm
         self.graph = FrameGraph(store, source)
         self.ba_lock = ba_lock
         self.motion = motion
+        self.prior = prior
         self.initialized = False
         self.two_view_used = False  # whether the initialisation started from a two-view reconstruction
         self.frames_seen = 0
@@ -71,7 +76,7 @@ class Frontend:
         fd = self.source.prepare(index, image)
         s = self.store
         if s.n == 0:
-            s.append(fd, timestamp, pp.identity_SE3(1, dtype=s.dtype).tensor()[0], 1.0)
+            self._add_keyframe(fd, timestamp, pp.identity_SE3(1, dtype=s.dtype).tensor()[0], 1.0)
             return True
         last = s.frames[s.n - 1]
         if self.source.mean_flow(last, fd) < self.opt.filter_thresh:
@@ -83,7 +88,7 @@ class Frontend:
             n = s.n
             pose = s.poses[n - 1].clone()
             disp = s.disps[max(0, n - 4):n].mean(0)
-        s.append(fd, timestamp, pose, disp)
+        self._add_keyframe(fd, timestamp, pose, disp)
         self.new_keyframes += 1
         if not self.initialized:
             if s.n >= self.opt.init_frames:
@@ -91,6 +96,17 @@ class Frontend:
         else:
             self.update_window()
         return True
+
+    def _add_keyframe(self, fd, timestamp: float, pose: torch.Tensor, disp: torch.Tensor | float) -> None:
+        """Append a keyframe starting at ``pose`` and inverse depth ``disp``, or, with a
+        depth prior, at the prior scaled to ``disp``'s median (its raw map is kept)."""
+        s = self.store
+        if self.prior is None:
+            s.append(fd, timestamp, pose, disp)
+            return
+        raw, conf = self.prior.features(fd.image, fd.index)
+        k = s.append(fd, timestamp, pose, self.prior.initial_disp(raw, conf, disp))
+        s.write(torch.tensor([k]), prior=(raw[None], conf[None]))
 
     def initialize(self) -> None:
         """First BA over the initial keyframes, grown one keyframe at a time.
@@ -110,7 +126,7 @@ class Frontend:
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, o.radius))
             start = self._seed_state(n0)
             res = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
-                                 motion=self.motion)
+                                 motion=self.motion, prior=self.prior)
             if o.init_two_view and res is not None:
                 # second candidate: the two-view start; keep whichever ends with the lower cost
                 # (planar scenes make the essential matrix ambiguous, rotations make it unreliable)
@@ -119,7 +135,7 @@ class Frontend:
                 res2 = None
                 if self._two_view_seed(n0):
                     res2 = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
-                                          motion=self.motion)
+                                          motion=self.motion, prior=self.prior)
                 self.two_view_used = res2 is not None and float(res2.costs[-1]) < float(res.costs[-1])
                 if not self.two_view_used:
                     self._set_seed_state(n0, from_identity)
@@ -129,7 +145,7 @@ class Frontend:
                 sel = (ii == t) | (jj == t)
                 self.graph.add(ii[sel], jj[sel])
                 solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
-                               motion=self.motion)
+                               motion=self.motion, prior=self.prior)
             self._normalize_scale()
         self.initialized = True
 
@@ -201,7 +217,7 @@ class Frontend:
             self.graph.add(ii, torch.full_like(ii, t))
             e = self.graph.edges
             solve_graph(s, self.graph, e.jj == t, fixed_below=t, options=self.lm,
-                           motion=self.motion, optimize_disps=False)
+                           motion=self.motion, prior=self.prior, optimize_disps=False)
 
     def _normalize_scale(self) -> None:
         """Fix the monocular scale so that the mean inverse depth is 1."""
@@ -233,7 +249,7 @@ class Frontend:
             e = self.graph.edges
             in_window = (e.ii >= t0 - 1) | (e.jj >= t0 - 1)
             solve_graph(s, self.graph, in_window, fixed_below=t0, options=self.lm,
-                           motion=self.motion)
+                           motion=self.motion, prior=self.prior)
             self._remove_redundant()
 
     def _remove_redundant(self) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from slam.ba.dense_ba import BAResult, DenseBA, LMOptions
 from slam.geometry.projective import project_edges
+from slam.system.depth_prior import PriorTerm
 from slam.system.graph import Edges, FrameGraph
 from slam.system.motion import MotionOptions, pool_per_frame, residual_motion
 from slam.system.store import KeyframeStore
@@ -19,8 +20,7 @@ from slam.system.store import KeyframeStore
 
 def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, options: LMOptions,
                    optimize_focal: bool = False, motion: MotionOptions | None = None,
-                   disp_prior: torch.Tensor | None = None, prior_weight: torch.Tensor | float = 0.0,
-                   optimize_disps: bool = True) -> BAResult | None:
+                   prior: PriorTerm | None = None, optimize_disps: bool = True) -> BAResult | None:
     """Run dense BA on the keyframes touched by ``edges`` and write the result back.
 
     Args:
@@ -34,9 +34,10 @@ def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, opti
             maps of the edges' source keyframes scale the weights by
             ``1 - m``; maps are updated from the source's motion output
             (before BA) or from the BA residuals (after).  None: off.
-        disp_prior: optional (N_store, h, w) prior inverse depths of all
-            slots (the active ones are used); prior_weight: its weight, a
-            scalar or (N_store, h, w).
+        prior: the monocular depth prior (:mod:`slam.system.depth_prior`):
+            the store's raw prior maps of the active keyframes, aligned to
+            their current depths, enter BA with the Hessian-based weight.
+            Ignored for pose-only problems.
         optimize_disps: False for pose-only refinement (depths held).
     Returns:
         The BA result in local indices, or None when there is nothing to do.
@@ -68,12 +69,15 @@ def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, opti
         with store.lock:
             m_act = store.motion[active].to(dev, weight.dtype)
         ba_weight = weight * (1.0 - m_act[ii_d])[..., None]
-    prior = None if disp_prior is None else disp_prior[active].to(dev)
-    if prior is not None and torch.is_tensor(prior_weight) and prior_weight.dim() > 0:
-        prior_weight = prior_weight[active].to(dev)
+    disp_prior, prior_weight = None, None
+    if prior is not None and optimize_disps and store.prior_disp is not None:
+        with store.lock:
+            raw, pconf = store.prior_disp[active].to(dev), store.prior_conf[active].to(dev)
+            geo_conf = store.confidence[active].to(dev)
+        disp_prior = prior.aligned(raw, pconf, disps, geo_conf)
+        prior_weight = prior.weight_rule(pconf)
     ba = DenseBA(ii_d, jj_d, target, ba_weight, active.numel(), fixed=fixed.to(dev), optimize_focal=optimize_focal,
-                 disp_prior=prior, prior_weight=prior_weight if prior is not None else None, options=options,
-                 optimize_disps=optimize_disps)
+                 disp_prior=disp_prior, prior_weight=prior_weight, options=options, optimize_disps=optimize_disps)
     res = ba.run(poses, disps, K)
     # per-pixel confidence of each source keyframe: its mean weight over its outgoing edges
     w = weight[..., 0]

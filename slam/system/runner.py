@@ -26,6 +26,7 @@ from slam.corr import make_source
 from slam.data.sequence import InputError, Sequence
 from slam.geometry.camera import Intrinsics, processing_size, resize_frame
 from slam.system.backend import Backend, BackendOptions, global_ba
+from slam.system.depth_prior import PriorTerm
 from slam.system.filler import FillerOptions, fill_trajectory
 from slam.system.frontend import Frontend, FrontendOptions
 from slam.system.motion import MotionOptions, warp_motion
@@ -92,10 +93,11 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     fopt = FrontendOptions(**dict(cfg.frontend))
     bopt = BackendOptions(**dict(cfg.backend))
     mopt = MotionOptions(**dict(cfg.motion))
+    prior = PriorTerm.from_config(cfg.depth.prior, stride, n_total) if "depth" in cfg else None
     ba_lock = threading.Lock()
     frontend = Frontend(store, source, FrontendOptions(**{**vars(fopt)}),
-                        LMOptions(**{**vars(lm), "iters": fopt.local_iters}), ba_lock, mopt)
-    backend = Backend(store, source, frontend, bopt, lm, ba_lock, mopt)
+                        LMOptions(**{**vars(lm), "iters": fopt.local_iters}), ba_lock, mopt, prior)
+    backend = Backend(store, source, frontend, bopt, lm, ba_lock, mopt, prior)
 
     def prepare(frame) -> np.ndarray:
         img = frame.image
@@ -167,7 +169,7 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     if store.n < 2:
         message = "the camera did not move enough to create a second keyframe: identity trajectory, one keyframe"
     elif not interrupted:
-        global_ba(store, source, bopt, lm, bopt.final_iters, mopt)
+        global_ba(store, source, bopt, lm, bopt.final_iters, mopt, prior)
     snap = store.snapshot()
     for k in range(snap.n):
         kf_frames[int(snap.frame_index[k])] = store.frames[k]
@@ -197,6 +199,8 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     finally:
         if fbar is not None:
             fbar.close()
+    if prior is not None:
+        prior.close()
     frame_motion = _frame_motion(snap, ids_arr, tracks, mopt.min_weight)
     wall = time.perf_counter() - t_start
     import pypose as pp

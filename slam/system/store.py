@@ -82,6 +82,9 @@ class KeyframeStore:
         self.disps = torch.ones(capacity, h, w, device=self.device, dtype=dtype)
         self.confidence = torch.zeros(capacity, h, w, device=self.device, dtype=dtype)
         self.motion = torch.zeros(capacity, h, w, device=self.device, dtype=dtype)  # P(pixel moves), slam.system.motion
+        #: raw monocular prior (inverse depth up to scale and shift) and its confidence, when a prior is used
+        self.prior_disp: torch.Tensor | None = None
+        self.prior_conf: torch.Tensor | None = None
         self.frames: list[FrameData | None] = [None] * capacity
         self.intrinsics = intrinsics.to(self.device, dtype).clone()
         self.focal_known = focal_known
@@ -98,6 +101,13 @@ class KeyframeStore:
         s = 1.0 / self.stride
         fx, fy, cx, cy = self.intrinsics
         return torch.stack([fx * s, fy * s, (cx + 0.5) * s - 0.5, (cy + 0.5) * s - 0.5])
+
+    def enable_prior(self) -> None:
+        """Allocate the per-keyframe depth-prior maps (:mod:`slam.system.depth_prior`)."""
+        with self.lock:
+            if self.prior_disp is None:
+                self.prior_disp = torch.zeros_like(self.disps)
+                self.prior_conf = torch.zeros_like(self.disps)
 
     def set_feature_focal(self, K_feat: torch.Tensor) -> None:
         """Set the processing-resolution focal from a feature-resolution estimate."""
@@ -141,7 +151,8 @@ class KeyframeStore:
             return k
 
     def write(self, slots: torch.Tensor, poses: torch.Tensor | None = None, disps: torch.Tensor | None = None,
-              confidence: torch.Tensor | None = None, motion: torch.Tensor | None = None) -> None:
+              confidence: torch.Tensor | None = None, motion: torch.Tensor | None = None,
+              prior: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Write optimised values into ``slots`` (a (m,) long tensor)."""
         with self.lock:
             if poses is not None:
@@ -152,6 +163,10 @@ class KeyframeStore:
                 self.confidence[slots] = confidence.to(self.device, self.dtype)
             if motion is not None:
                 self.motion[slots] = motion.to(self.device, self.dtype)
+            if prior is not None:
+                self.enable_prior()
+                self.prior_disp[slots] = prior[0].to(self.device, self.dtype)
+                self.prior_conf[slots] = prior[1].to(self.device, self.dtype)
             self.version += 1
             self.changed.update(int(s) for s in slots)
 
@@ -163,8 +178,9 @@ class KeyframeStore:
                 raise IndexError(k)
             self.removed_frames.append(int(self.frame_index[k]))
             for t in (self.frame_index, self.timestamps, self.images, self.poses, self.disps, self.confidence,
-                      self.motion):
-                t[k:n - 1] = t[k + 1:n].clone()
+                      self.motion, self.prior_disp, self.prior_conf):
+                if t is not None:
+                    t[k:n - 1] = t[k + 1:n].clone()
             self.frames[k:n - 1] = self.frames[k + 1:n]
             self.frames[n - 1] = None
             self.frame_index[n - 1] = -1
