@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -133,3 +134,65 @@ def warp_motion(motion: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
     out = torch.zeros(h * w, dtype=motion.dtype, device=motion.device)
     out.scatter_reduce_(0, (v * w + u)[ok], motion[ok], reduce="amax")
     return out.view(h, w)
+
+
+def frame_motion(snap, feature_K: torch.Tensor, poses_wc: np.ndarray, frame_ids: np.ndarray, tracks: dict,
+                 opt: MotionOptions, chunk: int = 64) -> np.ndarray:
+    """(F, h, w) float16 motion probability of every input frame.
+
+    A keyframe has its own map.  A tracked non-keyframe t with a record
+    against keyframe a gets its own evidence too: the record's correspondences
+    are compared with the rigid reprojection of a's pixels (a's depths, both
+    final poses) and scored by the residual mixture (:func:`residual_motion`),
+    so that an object that moves after the keyframe, or enters the view, is
+    marked where the keyframe's pixels are covered or displaced; that evidence
+    and a's own map are carried to t's pixels along the correspondences
+    (:func:`warp_motion`) and combined by a maximum.  Frames without a record
+    get 0.
+
+    Args:
+        snap: the final keyframe snapshot (poses, inverse depths, motion maps).
+        feature_K: (4,) intrinsics at feature resolution.
+        poses_wc: (F, 4, 4) camera-to-world poses of every frame (the filler's).
+        frame_ids: (F,) input-frame index of each row; tracks: index -> TrackRecord.
+        opt: mixture parameters (``mode == "off"``: all zeros).
+    """
+    import pypose as pp
+
+    from slam.geometry.projective import project_edges
+
+    h, w = snap.disps.shape[-2:]
+    F_ = len(frame_ids)
+    out = np.zeros((F_, h, w), dtype=np.float16)
+    if snap.motion is None or opt.mode == "off":
+        return out
+    slot_of = {int(f): k for k, f in enumerate(snap.frame_index.tolist())}
+    motion = snap.motion.float().cpu()
+    rows = []
+    for r, f in enumerate(frame_ids.tolist()):
+        if f in slot_of:
+            out[r] = motion[slot_of[f]].numpy()
+        elif f in tracks and tracks[f].anchor in slot_of:
+            rows.append(r)
+    disps = snap.disps.float().cpu()
+    G_kf = snap.poses.float().cpu()
+    K = feature_K.float().cpu()
+    for c in range(0, len(rows), chunk):
+        part = rows[c:c + chunk]
+        recs = [tracks[int(frame_ids[r])] for r in part]
+        slots = [slot_of[rec.anchor] for rec in recs]
+        T_cw = np.linalg.inv(poses_wc[part]).astype(np.float32)
+        G_f = pp.mat2SE3(torch.from_numpy(T_cw), check=False).tensor().float()
+        n = len(part)
+        G = pp.SE3(torch.cat([G_kf[slots], G_f]))
+        D = torch.cat([disps[slots], torch.ones(n, h, w)])
+        ii, jj = torch.arange(n), torch.arange(n, 2 * n)
+        pr = project_edges(G, D, K, ii, jj)
+        target = torch.stack([rec.target.float() for rec in recs])
+        weight = torch.stack([rec.weight.float() for rec in recs])
+        ok = (weight[..., 0] >= opt.min_weight) & pr.valid
+        prob = residual_motion((target - pr.coords).norm(dim=-1), ok, opt)
+        for e, r in enumerate(part):
+            m = torch.maximum(prob[e], motion[slots[e]])
+            out[r] = warp_motion(m, target[e], weight[e], opt.min_weight).numpy()
+    return out

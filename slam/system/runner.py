@@ -29,7 +29,8 @@ from slam.system.backend import Backend, BackendOptions, global_ba
 from slam.system.depth_prior import PriorTerm
 from slam.system.filler import FillerOptions, fill_trajectory
 from slam.system.frontend import Frontend, FrontendOptions
-from slam.system.motion import MotionOptions, warp_motion
+from slam.system.motion import MotionOptions
+from slam.system.motion import frame_motion as motion_of_frames
 from slam.system.result import Reconstruction
 from slam.system.store import KeyframeStore
 
@@ -201,7 +202,7 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
             fbar.close()
     if prior is not None:
         prior.close()
-    frame_motion = _frame_motion(snap, ids_arr, tracks, mopt.min_weight)
+    frame_motion = motion_of_frames(snap, store.feature_intrinsics(), poses, ids_arr, tracks, mopt)
     wall = time.perf_counter() - t_start
     import pypose as pp
 
@@ -224,25 +225,6 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
         kf_images=store.images[: snap.n].numpy().copy(), intrinsics=Kp, image_size=(W, H), input_size=(W0, H0),
         input_intrinsics=K_input, focal_estimated=not focal_known, correspondence=source.name, stats=stats,
         interrupted=interrupted, kf_motion=snap.motion.float().cpu().numpy(), motion=frame_motion)
-
-
-def _frame_motion(snap, frame_ids: np.ndarray, tracks: dict, min_weight: float) -> np.ndarray:
-    """(F, h, w) float16 motion probability of every frame: a keyframe's own map, a
-    recorded non-keyframe's keyframe map carried along its correspondences, else 0."""
-    slot_of = {int(f): k for k, f in enumerate(snap.frame_index.tolist())}
-    h, w = snap.disps.shape[-2:]
-    out = np.zeros((len(frame_ids), h, w), dtype=np.float16)
-    if snap.motion is None:
-        return out
-    motion = snap.motion.float().cpu()
-    for r, f in enumerate(frame_ids.tolist()):
-        if f in slot_of:
-            out[r] = motion[slot_of[f]].numpy()
-        elif f in tracks and tracks[f].anchor in slot_of:
-            rec = tracks[f]
-            out[r] = warp_motion(motion[slot_of[rec.anchor]], rec.target.float(), rec.weight.float(),
-                                 min_weight).numpy()
-    return out
 
 
 def _put_stop(q: queue.Queue, worker: threading.Thread) -> None:
