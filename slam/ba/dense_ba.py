@@ -158,10 +158,10 @@ class DenseBA:
         else:
             mask[torch.as_tensor(fixed, dtype=torch.long, device=dev)] = True
         self.fixed_mask = mask
-        self.disp_prior = disp_prior
+        self.disp_prior = disp_prior if optimize_disps else None  # held depths: the prior is a constant
         if prior_weight is not None and not torch.is_tensor(prior_weight) and not callable(prior_weight):
             prior_weight = torch.as_tensor(float(prior_weight), dtype=target.dtype, device=dev)
-        self.prior_weight = prior_weight if disp_prior is not None else None
+        self.prior_weight = prior_weight if self.disp_prior is not None else None
         # Free variables of the reduced system: 6 per free pose, then the focal.
         D = 6 * n_frames + 1
         free = torch.arange(D, device=dev).view(-1)
@@ -233,6 +233,9 @@ class DenseBA:
         Hflat.index_add_(0, (idx[:, :, None] * (D + 1) + idx[:, None, :]).reshape(-1), He.reshape(-1))
         g = torch.zeros(D + 1, dtype=r.dtype, device=r.device)
         g.index_add_(0, idx.reshape(-1), ge.reshape(-1))
+        if not self.optimize_disps:  # pose-only: the depth block and its coupling are never used
+            return {"H": Hflat.view(D + 1, D + 1), "g": g, "C": None, "w": None, "Q": None,
+                    "cost": float(cost.detach()), "weight_sum": float(wt.sum(dtype=torch.float64).detach())}
         # depth diagonal and gradient
         wJd = wt * Jd
         C = torch.zeros(N, P, dtype=r.dtype, device=r.device)
@@ -277,17 +280,18 @@ class DenseBA:
         o = self.opt
         D = self.D
         H, g, C, w, Q = lin["H"], lin["g"], lin["C"], lin["w"], lin["Q"]
-        Cd = C * (1.0 + lam) + o.eps_disp
-        if eta is not None:
-            Cd = Cd + eta.reshape(Cd.shape)
-        Cinv = 1.0 / Cd if self.optimize_disps else torch.zeros_like(Cd)
-        M = (Q * Cinv[:, None]) @ Q.transpose(1, 2)  # (N, R, R)
-        v = (Q @ (Cinv * w)[..., None])[..., 0]  # (N, R)
         ridx = self.row_index
         Sflat = H.reshape(-1).clone()
-        Sflat.index_add_(0, (ridx[:, :, None] * (D + 1) + ridx[:, None, :]).reshape(-1), -M.reshape(-1))
         rhs = g.clone()
-        rhs.index_add_(0, ridx.reshape(-1), -v.reshape(-1))
+        if Q is not None:  # eliminate the depths (Schur complement)
+            Cd = C * (1.0 + lam) + o.eps_disp
+            if eta is not None:
+                Cd = Cd + eta.reshape(Cd.shape)
+            Cinv = 1.0 / Cd
+            M = (Q * Cinv[:, None]) @ Q.transpose(1, 2)  # (N, R, R)
+            v = (Q @ (Cinv * w)[..., None])[..., 0]  # (N, R)
+            Sflat.index_add_(0, (ridx[:, :, None] * (D + 1) + ridx[:, None, :]).reshape(-1), -M.reshape(-1))
+            rhs.index_add_(0, ridx.reshape(-1), -v.reshape(-1))
         S = Sflat.view(D + 1, D + 1)[:D, :D]
         free = self.free
         Sf = S[free][:, free]
@@ -302,7 +306,10 @@ class DenseBA:
                 sol = torch.linalg.lstsq(Sf, rhs[free][:, None]).solution[:, 0]
             dx[free] = sol
         dx[D] = 0.0
-        dd = Cinv * (w - (Q * dx[ridx][..., None]).sum(1))
+        if Q is None:
+            dd = torch.zeros(self.N, self.target.shape[1] * self.target.shape[2], dtype=g.dtype, device=g.device)
+        else:
+            dd = Cinv * (w - (Q * dx[ridx][..., None]).sum(1))
         f_info = float(S[D - 1, D - 1].detach()) if self.optimize_focal else 0.0
         return dx[:D], dd, f_info
 
@@ -326,13 +333,12 @@ class DenseBA:
             return float("nan")
         D = self.D
         # in double precision: the Schur complement of a float32 system can lose definiteness
-        C = lin["C"].double()
-        Cinv = 1.0 / (C + self.opt.eps_disp) if self.optimize_disps else torch.zeros_like(C)
-        Q = lin["Q"].double()
-        M = (Q * Cinv[:, None]) @ Q.transpose(1, 2)
         ridx = self.row_index
         Sflat = lin["H"].double().reshape(-1).clone()
-        Sflat.index_add_(0, (ridx[:, :, None] * (D + 1) + ridx[:, None, :]).reshape(-1), -M.reshape(-1))
+        if lin["Q"] is not None:
+            Q = lin["Q"].double()
+            M = (Q * (1.0 / (lin["C"].double() + self.opt.eps_disp))[:, None]) @ Q.transpose(1, 2)
+            Sflat.index_add_(0, (ridx[:, :, None] * (D + 1) + ridx[:, None, :]).reshape(-1), -M.reshape(-1))
         Sf = Sflat.view(D + 1, D + 1)[:D, :D][self.free][:, self.free]
         # the monocular scale is a null direction of S (the focal is independent of it):
         # a tiny relative damping makes the inverse exist without changing the focal's variance
