@@ -37,6 +37,15 @@ def test_oracle_tracks_every_frame_accurately(world):
     assert not any(t.name.startswith("slam-") for t in threading.enumerate())
 
 
+def test_backend_in_its_own_thread(world):
+    """`backend.inline=false`: the periodic global BA runs in its own thread; same accuracy, clean shutdown."""
+    cfg = load_config("run", ["correspondence=oracle", "image.pixels=19200", "backend.inline=false",
+                              "backend.every=2"])
+    recon = run_sequence(world, cfg, progress=False)
+    assert recon.tracked.all() and _ate_pct(recon, world) < 5.0
+    assert not any(t.name.startswith("slam-") for t in threading.enumerate())
+
+
 def test_classical_tracks_every_frame(world):
     cfg = load_config("run", ["correspondence=classical", "image.pixels=19200"])
     recon = run_sequence(world, cfg, progress=False)

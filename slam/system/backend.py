@@ -1,5 +1,12 @@
 """The backend: global bundle adjustment over all keyframes with distance-based
-edges, periodically while tracking (its own thread) and once more at the end.
+edges, periodically while tracking and once more at the end.
+
+The periodic global BA runs either in the frontend's thread after every
+``every`` new keyframes (``inline``, the default: the frontend and backend
+share one BA lock anyway, so on a CPU this is as fast, and the order of all
+BAs, hence the result, no longer depends on thread timing) or in its own
+thread (:class:`Backend` started as a thread), which lets tracking overlap
+with it where there is hardware to spare (a GPU).
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ class BackendOptions:
     proximity_nms: int = 2          # non-maximum suppression radius (slots)
     proximity_max: int = 400        # proximity edges in total (each in both directions)
     optimize_focal: bool = True     # estimate the focal length when it is unknown
+    inline: bool = True             # periodic global BA in the frontend's thread, fixed order (False: own thread)
 
 
 def global_ba(store: KeyframeStore, source: CorrespondenceSource, opt: BackendOptions, lm: LMOptions,
@@ -73,13 +81,21 @@ class Backend(threading.Thread):
                 self.wake.clear()
                 if self.stop_event.is_set():
                     break
-                if self.frontend.initialized and self.frontend.new_keyframes >= self.opt.every:
-                    with self.ba_lock:
-                        self.frontend.new_keyframes = 0
-                        global_ba(self.store, self.source, self.opt, self.lm, self.opt.iters, self.motion, self.prior)
-                    self.runs += 1
+                self.step()
         except BaseException as e:  # surfaced by the runner
             self.error = e
+
+    def step(self) -> bool:
+        """One global BA if the frontend has added ``every`` keyframes since the last; returns
+        whether it ran.  Called by :meth:`run` (own thread) or, with ``inline``, by the
+        frontend's thread after each keyframe, which makes the order of all BAs deterministic."""
+        if not (self.frontend.initialized and self.frontend.new_keyframes >= self.opt.every):
+            return False
+        with self.ba_lock:
+            self.frontend.new_keyframes = 0
+            global_ba(self.store, self.source, self.opt, self.lm, self.opt.iters, self.motion, self.prior)
+        self.runs += 1
+        return True
 
     def stop(self) -> None:
         self.stop_event.set()

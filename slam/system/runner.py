@@ -123,13 +123,16 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
                 if frontend.track(idx, ts, img):
                     if on_keyframe is not None:
                         on_keyframe(store)
-                    backend.wake.set()
+                    if bopt.enabled and bopt.inline:
+                        backend.step()
+                    else:
+                        backend.wake.set()
         except BaseException as e:
             errors.append(e)
 
     worker = threading.Thread(target=frontend_loop, name="slam-frontend", daemon=True)
     worker.start()
-    if bopt.enabled:
+    if bopt.enabled and not bopt.inline:
         backend.start()
     interrupted = False
     bar = _bar(n_total, "tracking", progress)
