@@ -4,7 +4,8 @@
 A camera that only rotates, or barely moves, gives bundle adjustment no
 parallax: keyframe depths are unconstrained.  For each synthetic world
 (``--worlds scene:motion:seed``) this runs ``slam run``'s pipeline with the
-``classical`` correspondences twice, without and with a prior, and reports
+``classical`` correspondences without and with a prior (simulated; with
+``--network`` also the shipped monodepth network), and reports
 
 * ``kf abs_rel`` / ``kf d<1.25``: keyframe depths (feature resolution) against the
   ground truth after median scaling (slam.depth.metrics.depth_metrics);
@@ -19,7 +20,7 @@ monocular network gives: right shape, unknown scale and shift).
 Prints a markdown table.
 
 Usage:  python tools/bench_depth_prior.py [--worlds room:rotation:7,table:static:8,room:handheld:9]
-            [--frames 60] [--size 320x240] [--prior-amp 0.2] [--set key=value ...]
+            [--frames 60] [--size 320x240] [--prior-amp 0.2] [--network] [--set key=value ...]
 """
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--size", default="320x240")
     ap.add_argument("--prior-amp", type=float, default=0.2, help="amplitude of the prior's smooth distortion")
+    ap.add_argument("--network", action="store_true", help="also run with the shipped monodepth network as the prior")
     ap.add_argument("--set", nargs="*", default=[], help="extra configs/run.yaml overrides")
     args = ap.parse_args()
 
@@ -95,9 +97,12 @@ def main() -> int:
             gt = [np.load(f) for f in sorted((d / "depth").glob("*.npy"))]
             simulated_prior(gt, d / "prior", args.prior_amp, int(seed))
             base = ["correspondence=classical"] + list(args.set)
-            for name, extra in (("no prior", []),
-                                ("prior", ["depth.prior.kind=folder", f"depth.prior.folder.path={d / 'prior'}",
-                                           "depth.prior.folder.npy_kind=inverse_depth"])):
+            runs = [("no prior", []),
+                    ("simulated prior", ["depth.prior.kind=folder", f"depth.prior.folder.path={d / 'prior'}",
+                                         "depth.prior.folder.npy_kind=inverse_depth"])]
+            if args.network:
+                runs.append(("network prior", ["depth.prior.kind=network"]))
+            for name, extra in runs:
                 r = run_sequence(seq, load_config("run", base + extra), progress=False)
                 row = {"world": f"{scene}/{motion}", "run": name, **evaluate(r, seq, gt)}
                 rows.append(row)

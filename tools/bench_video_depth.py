@@ -21,7 +21,7 @@ Datasets:
   poses (``trajectory.txt``), intrinsics (``summary.json``) and initial depth
   (``keyframes.npz``) of a ``slam run`` output folder.
 
-Priors and initial depths are simulated unless ``--prior-folder`` / ``--prior-onnx``
+Priors and initial depths are simulated unless ``--prior-folder`` / ``--prior-onnx`` / ``--prior-network``
 give a real prior or ``--run`` gives real keyframes:
 
 * simulated prior: ground-truth inverse depth x ``exp(a sin(.) cos(.))`` (a smooth field,
@@ -34,7 +34,7 @@ Prints a markdown table.
 
 Usage:  python tools/bench_video_depth.py [--worlds room:handheld:1,street:forward:2,table:orbit:3]
             [--frames 40] [--size 160x120] [--tartanair DIR] [--tartan-frames 96]
-            [--sequence PATH --run DIR] [--prior-folder DIR | --prior-onnx FILE] [--threads 1]
+            [--sequence PATH --run DIR] [--prior-folder DIR | --prior-onnx FILE | --prior-network] [--threads 1]
             [--set key=value ...]
 """
 from __future__ import annotations
@@ -232,6 +232,7 @@ def main() -> int:
                     help="`slam run` output folder of --sequence (poses, intrinsics, keyframes)")
     ap.add_argument("--prior-folder", default=None, help="real prior: folder of depth maps (match=index)")
     ap.add_argument("--prior-onnx", default=None, help="real prior: ONNX model (prior.yaml onnx defaults)")
+    ap.add_argument("--prior-network", action="store_true", help="real prior: the shipped monodepth network")
     ap.add_argument("--prior-amp", type=float, default=0.3, help="amplitude of the simulated prior's smooth field")
     ap.add_argument("--kf-every", type=int, default=2, help="simulated keyframes: every n-th frame with ground truth")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -278,6 +279,9 @@ def main() -> int:
         elif args.prior_onnx:
             prior = make_prior({"kind": "onnx", "onnx": {"path": args.prior_onnx}})
             note = "onnx"
+        elif args.prior_network:
+            prior = make_prior({"kind": "network"})
+            note = "network"
         else:
             prior, note = make_sim_prior(data["gt"], args.prior_amp), f"simulated a={args.prior_amp}"
         bench(data, prior, note, opts, rows)

@@ -17,7 +17,8 @@ Kinds (:func:`make_prior`, ``configs/depth/prior.yaml``):
 ``onnx``
     an ONNX model run with onnxruntime on the CPU.
 ``network``
-    the project's own monodepth network: not shipped yet (raises).
+    the project's own monodepth network (:mod:`slam.depth.monodepth`, shipped
+    weights ``weights/monodepth_small.pt``).
 
 Every user-facing problem (missing folder or model, count mismatch, unreadable
 file) raises :class:`slam.data.sequence.InputError` with a one-line message.
@@ -392,22 +393,35 @@ class OnnxPrior(DepthPrior):
 
 
 # ---------------------------------------------------------------------- network
+@dataclass
+class NetworkPriorOptions:
+    """Options of :class:`NetworkPrior` (``configs/depth/prior.yaml``, ``network``)."""
+
+    weights: str | None = None             #: checkpoint (None: the shipped weights/monodepth_small.pt)
+    size: tuple[int, int] | None = (128, 96)  #: (W, H) the image is resized to (the training size; None: as is)
+    device: str = "cpu"                    #: torch device of the network
+
+
 class NetworkPrior(DepthPrior):
-    """Placeholder of the project's own monodepth network (no weights are shipped yet)."""
+    """The project's own monodepth network (:mod:`slam.depth.monodepth`); confidence 1 everywhere."""
 
     name = "network"
 
-    def __init__(self, options: Any = None) -> None:
-        raise InputError("depth.prior.kind=network: no shipped monodepth weights yet; "
-                         "use kind=folder (precomputed maps) or kind=onnx (an exported model)")
+    def __init__(self, options: NetworkPriorOptions | Any = None) -> None:
+        from slam.depth.monodepth import load_monodepth
 
-    def predict(self, image: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-        raise InputError("no shipped monodepth weights yet")
+        self.opt = options_from(NetworkPriorOptions, options, "depth.prior.network")
+        self.model = load_monodepth(self.opt.weights, self.opt.device)
+
+    def predict(self, image: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+        _check_image(image)
+        inv = self.model.predict(image, tuple(self.opt.size) if self.opt.size else None).astype(np.float32)
+        return inv, np.ones_like(inv)
 
 
 # ---------------------------------------------------------------------- factory
 #: Keys of the prior config node that are not options of a prior kind.
-_OTHER_KEYS: tuple[str, ...] = ("kind", "folder", "onnx", "network", "align", "weight")
+_OTHER_KEYS: tuple[str, ...] = ("kind", "folder", "onnx", "network", "align", "weight", "min_disp_ratio")
 
 
 def make_prior(cfg: Any, n_frames: int | None = None) -> DepthPrior | None:

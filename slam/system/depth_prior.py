@@ -43,6 +43,9 @@ class PriorTerm:
         stride: processing / feature resolution.
         min_pixels: confident pixels a keyframe needs for a scale-shift
             alignment (else scale only).
+        min_disp_ratio: aligned inverse depths are kept above this fraction of
+            their median (an affine-invariant prior's near-zero values are "far",
+            not "infinitely far").
     """
 
     prior: DepthPrior
@@ -50,6 +53,7 @@ class PriorTerm:
     weight: PriorWeightOptions
     stride: int = 8
     min_pixels: int = 50
+    min_disp_ratio: float = 0.05
 
     @classmethod
     def from_config(cls, cfg: Any, stride: int, n_frames: int | None = None) -> PriorTerm | None:
@@ -59,7 +63,8 @@ class PriorTerm:
         if prior is None:
             return None
         return cls(prior, options_from(AlignOptions, cfg.get("align"), "depth.prior.align"),
-                   options_from(PriorWeightOptions, cfg.get("weight"), "depth.prior.weight"), stride)
+                   options_from(PriorWeightOptions, cfg.get("weight"), "depth.prior.weight"), stride,
+                   min_disp_ratio=float(cfg.get("min_disp_ratio", 0.05)))
 
     def features(self, image: np.ndarray, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw prior inverse depth and confidence of one frame at feature resolution.
@@ -82,14 +87,18 @@ class PriorTerm:
         den = F.avg_pool2d(c_t[None, None], s)[0, 0]
         return num / den.clamp(min=1e-6), den
 
-    @staticmethod
-    def initial_disp(raw: torch.Tensor, conf: torch.Tensor, reference: torch.Tensor | float) -> torch.Tensor:
+    def _floor(self, d: torch.Tensor) -> torch.Tensor:
+        pos = d[d > 0]
+        floor = self.min_disp_ratio * float(pos.median()) if pos.numel() else 1e-6
+        return d.clamp(min=max(floor, 1e-6))
+
+    def initial_disp(self, raw: torch.Tensor, conf: torch.Tensor, reference: torch.Tensor | float) -> torch.Tensor:
         """(h, w) inverse depth: ``raw`` scaled to the median of ``reference`` (a map or a number)."""
         ok = conf > 0.5
         if int(ok.sum()) == 0:
             return torch.as_tensor(reference, dtype=raw.dtype).expand_as(raw).clone()
         ref = float(reference.median()) if torch.is_tensor(reference) else float(reference)
-        return (raw * (ref / float(raw[ok].median().clamp(min=1e-9)))).clamp(min=1e-6)
+        return self._floor(raw * (ref / float(raw[ok].median().clamp(min=1e-9))))
 
     def aligned(self, raw: torch.Tensor, conf: torch.Tensor, disps: torch.Tensor,
                 geo_conf: torch.Tensor) -> torch.Tensor:
@@ -106,12 +115,12 @@ class PriorTerm:
             if int((w > 0.1).sum()) >= self.min_pixels:
                 try:
                     s, t = align_scale_shift(raw[k].cpu().numpy(), disps[k].cpu().numpy(), w, self.align)
-                    out[k] = (raw[k] * s + t).to(disps)
+                    out[k] = self._floor(raw[k] * s + t).to(disps)
                     continue
                 except ValueError:
                     pass
             out[k] = self.initial_disp(raw[k], conf[k], disps[k]).to(disps)
-        return out.clamp(min=1e-6)
+        return out
 
     def weight_rule(self, conf: torch.Tensor):
         """The per-pixel BA weight as a function of the geometric depth Hessian.
