@@ -132,9 +132,10 @@ class ClassicalFlow(CorrespondenceSource):
         H, W = fwd.shape[:2]
         mx, my = _sample_maps(fwd)
         back = cv2.remap(bwd, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(1e4, 1e4))
-        err = np.linalg.norm(fwd + back, axis=-1)
+        d = fwd + back
+        err2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]  # squared forward-backward error
         inside = (mx >= -0.5) & (mx <= W - 0.5) & (my >= -0.5) & (my <= H - 0.5)
-        conf = np.exp(-(err / self.opt.fb_sigma) ** 2) * inside
+        conf = np.exp(err2 * (-1.0 / self.opt.fb_sigma ** 2)) * inside
         return fwd, conf.astype(np.float32)
 
     def update(self, frames_i: list[FrameData], frames_j: list[FrameData], coords: torch.Tensor,
