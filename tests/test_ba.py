@@ -153,9 +153,10 @@ def test_weak_focal_is_held_and_strong_focal_estimated():
                    options=LMOptions(iters=15, focal_max_std=0.1 * free.focal_std)).run(
         p.poses_init, p.disps_init, p.K_init)
     assert held.focal_held and held.intrinsics[0].item() == p.K_init[0].item()
-    # bounds: a focal range that excludes the truth pins the estimate at its edge
+    # bounds: a focal range that excludes the truth stops the estimate at its edge, which is
+    # not trusted: the problem is solved again with the focal held
     side = max(p.disps_init.shape[-2:])
     lo = 1.2 * p.K_gt[0].item() / side
     capped = DenseBA(*args, fixed=2, optimize_focal=True,
                      options=LMOptions(iters=15, focal_range=(lo, 5.0))).run(p.poses_init, p.disps_init, p.K_init)
-    assert capped.intrinsics[0].item() == pytest.approx(lo * side, rel=1e-6)
+    assert capped.focal_held and capped.intrinsics[0].item() == p.K_init[0].item()

@@ -414,13 +414,18 @@ class DenseBA:
         When the focal is a variable and ``focal_max_std > 0``, its relative
         standard deviation is judged at the solution (:meth:`focal_std`, with
         the residual noise of the fit); if the data leave it too uncertain,
-        the problem is solved again from the start with the focal held.
+        the problem is solved again from the start with the focal held; so it
+        is when the estimate ends on a bound of ``focal_range`` (the data then
+        pulled it out of any plausible range).
         """
         res, lin = self._levenberg_marquardt(poses, disps, intrinsics)
         if self.optimize_focal and lin is not None:
             sigma = max((res.costs[-1] / max(lin["weight_sum"], 1e-12)) ** 0.5, self.opt.focal_noise_px)
             std = self.focal_std(lin, res.intrinsics, sigma)
-            if self.opt.focal_max_std > 0 and not std <= self.opt.focal_max_std:
+            side = float(max(disps.shape[-2:]))
+            f = float(res.intrinsics[0])
+            at_bound = min(abs(f - self.opt.focal_range[0] * side), abs(f - self.opt.focal_range[1] * side)) < 1e-4 * f
+            if at_bound or (self.opt.focal_max_std > 0 and not std <= self.opt.focal_max_std):
                 self.hold_focal()
                 res, _ = self._levenberg_marquardt(poses, disps, intrinsics)
                 res.focal_held = True

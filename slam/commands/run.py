@@ -82,7 +82,12 @@ def main(args: argparse.Namespace) -> int:
         recon = _video_depth(seq, recon, cfg, out, files, progress=not args.no_progress)
     st = recon.stats
     fx, fy, cx, cy = recon.input_intrinsics
-    focal = f"focal {fx:.1f} px ({'estimated' if recon.focal_estimated else 'given'})"
+    how = "given"
+    if recon.focal_estimated:
+        how = ("estimated, but held in the last bundle adjustment: the motion constrains it weakly"
+               if st.get("focal_held")
+               else f"estimated, ±{100 * st.get('focal_rel_std', float('nan')):.1f} %")
+    focal = f"focal {fx:.1f} px ({how})"
     print(f"{len(recon.timestamps)} frames, {len(recon.kf_indices)} keyframes, {100 * recon.tracked.mean():.0f}% tracked, "
           f"{st['fps']:.1f} frames/s, {st['wall_s']:.1f} s, peak {st['peak_rss_mb']:.0f} MB, {focal}", file=sys.stderr)
     if "message" in st:
