@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from slam.geometry.pose import invert
 from viewer.render import CLOSE, render_main
-from viewer.scene import SceneUpdate, invert_rigid, quat_to_matrix
+from viewer.scene import SceneUpdate, quat_to_matrix
 from viewer.settings import ViewerSettings
 
 
@@ -205,7 +206,7 @@ class LiveViewer:
             hold = time.perf_counter() - t0
         self.lock_hold_max_s = max(self.lock_hold_max_s, hold)
         fi = frame_index.numpy()
-        T_wc = invert_rigid(quat_to_matrix(poses.detach().double().cpu().numpy()))
+        T_wc = invert(quat_to_matrix(poses.detach().double().cpu().numpy()))
         upd = SceneUpdate(n=n, poses=T_wc, frame_index=fi, intrinsics=K.double().cpu().numpy(), final=final)
         if slots:
             d, c = disps.float().cpu().numpy(), conf.float().cpu().numpy()

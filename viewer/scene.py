@@ -100,18 +100,6 @@ def quat_to_matrix(tq: np.ndarray) -> np.ndarray:
     return T
 
 
-def invert_rigid(T: np.ndarray) -> np.ndarray:
-    """Inverse of (..., 4, 4) rigid transforms."""
-    T = np.asarray(T, dtype=np.float64)
-    R, t = T[..., :3, :3], T[..., :3, 3]
-    out = np.zeros_like(T)
-    Rt = np.swapaxes(R, -1, -2)
-    out[..., :3, :3] = Rt
-    out[..., :3, 3] = -(Rt @ t[..., None])[..., 0]
-    out[..., 3, 3] = 1.0
-    return out
-
-
 def lift_keyframe(disp: np.ndarray, conf: np.ndarray, K: np.ndarray, T_wc: np.ndarray,
                   colors: np.ndarray | None, min_confidence: float | None,
                   max_depth_ratio: float | None) -> tuple[np.ndarray, np.ndarray]:

@@ -279,20 +279,15 @@ class DenseBA:
         """
         o = self.opt
         D = self.D
-        H, g, C, w, Q = lin["H"], lin["g"], lin["C"], lin["w"], lin["Q"]
+        g, C, w, Q = lin["g"], lin["C"], lin["w"], lin["Q"]
         ridx = self.row_index
-        Sflat = H.reshape(-1).clone()
-        rhs = g.clone()
-        if Q is not None:  # eliminate the depths (Schur complement)
+        Cinv = None
+        if Q is not None:
             Cd = C * (1.0 + lam) + o.eps_disp
             if eta is not None:
                 Cd = Cd + eta.reshape(Cd.shape)
             Cinv = 1.0 / Cd
-            M = (Q * Cinv[:, None]) @ Q.transpose(1, 2)  # (N, R, R)
-            v = (Q @ (Cinv * w)[..., None])[..., 0]  # (N, R)
-            Sflat.index_add_(0, (ridx[:, :, None] * (D + 1) + ridx[:, None, :]).reshape(-1), -M.reshape(-1))
-            rhs.index_add_(0, ridx.reshape(-1), -v.reshape(-1))
-        S = Sflat.view(D + 1, D + 1)[:D, :D]
+        S, rhs = self._reduce(lin, Cinv)
         free = self.free
         Sf = S[free][:, free]
         diag = torch.diagonal(Sf)
@@ -313,6 +308,26 @@ class DenseBA:
         f_info = float(S[D - 1, D - 1].detach()) if self.optimize_focal else 0.0
         return dx[:D], dd, f_info
 
+    def _reduce(self, lin: dict, Cinv: torch.Tensor | None, dtype: torch.dtype | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reduced system ``(S (D, D), rhs (D + 1,))`` with the depths eliminated
+        (Schur complement with the inverse depth block ``Cinv`` (N, HW); None: pose-only),
+        optionally computed in ``dtype``."""
+        D, ridx = self.D, self.row_index
+        H, g, w, Q = lin["H"], lin["g"], lin["w"], lin["Q"]
+        if dtype is not None:
+            H, g = H.to(dtype), g.to(dtype)
+        Sflat = H.reshape(-1).clone()
+        rhs = g.clone()
+        if Q is not None:
+            if dtype is not None:
+                Q, w, Cinv = Q.to(dtype), w.to(dtype), Cinv.to(dtype)
+            M = (Q * Cinv[:, None]) @ Q.transpose(1, 2)  # (N, R, R)
+            v = (Q @ (Cinv * w)[..., None])[..., 0]  # (N, R)
+            Sflat.index_add_(0, (ridx[:, :, None] * (D + 1) + ridx[:, None, :]).reshape(-1), -M.reshape(-1))
+            rhs.index_add_(0, ridx.reshape(-1), -v.reshape(-1))
+        return Sflat.view(D + 1, D + 1)[:D, :D], rhs
+
     def focal_std(self, lin: dict, intrinsics: torch.Tensor, sigma: float | None = None) -> float:
         """Relative marginal standard deviation ``std(f) / f`` of the focal length.
 
@@ -331,15 +346,10 @@ class DenseBA:
         """
         if not self.optimize_focal:
             return float("nan")
-        D = self.D
-        # in double precision: the Schur complement of a float32 system can lose definiteness
-        ridx = self.row_index
-        Sflat = lin["H"].double().reshape(-1).clone()
-        if lin["Q"] is not None:
-            Q = lin["Q"].double()
-            M = (Q * (1.0 / (lin["C"].double() + self.opt.eps_disp))[:, None]) @ Q.transpose(1, 2)
-            Sflat.index_add_(0, (ridx[:, :, None] * (D + 1) + ridx[:, None, :]).reshape(-1), -M.reshape(-1))
-        Sf = Sflat.view(D + 1, D + 1)[:D, :D][self.free][:, self.free]
+        # undamped, in double precision: the Schur complement of a float32 system can lose definiteness
+        Cinv = None if lin["Q"] is None else 1.0 / (lin["C"].double() + self.opt.eps_disp)
+        S, _ = self._reduce(lin, Cinv, torch.float64)
+        Sf = S[self.free][:, self.free]
         # the monocular scale is a null direction of S (the focal is independent of it):
         # a tiny relative damping makes the inverse exist without changing the focal's variance
         Sf = Sf + torch.diag(1e-9 * torch.diagonal(Sf).clamp(min=0) + self.opt.eps_pose)
