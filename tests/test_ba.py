@@ -61,6 +61,31 @@ def test_outliers_are_ignored_only_through_weights():
     assert errors(bad, p)[0] > 100 * max(errors(ok, p)[0], 1e-9)
 
 
+@pytest.mark.parametrize("kind,bound", [("cauchy", 0.05), ("huber", 0.2)])
+def test_robust_loss_rejects_confident_outliers(kind, bound):
+    """10 % gross outliers at full weight: least squares is pulled off by
+    degrees, the robust loss (IRLS) keeps the solution near the truth
+    (Cauchy, whose influence vanishes far out, much nearer than Huber)."""
+    p = make_problem(6, None, 24, 32, noise_px=0.05, outlier_fraction=0.1, seed=4)
+    w_bad = p.weight.clone()
+    w_bad[p.outliers] = 1.0
+    plain = bundle_adjust(p.poses_init, p.disps_init, p.K_init, p.ii, p.jj, p.target, w_bad,
+                          fixed=2, options=LMOptions(iters=20))
+    robust = bundle_adjust(p.poses_init, p.disps_init, p.K_init, p.ii, p.jj, p.target, w_bad,
+                           fixed=2, options=LMOptions(iters=20, robust=kind, robust_px=0.2))
+    assert errors(plain, p)[0] > 0.3
+    assert errors(robust, p)[0] < bound
+    # the costs the solver accepted are the robust loss, and they decrease
+    assert all(b <= a for a, b in zip(robust.costs, robust.costs[1:]))
+
+
+def test_unknown_robust_loss_is_an_error():
+    p = make_problem(3, None, 8, 10, seed=1)
+    with pytest.raises(ValueError, match="robust"):
+        bundle_adjust(p.poses_init, p.disps_init, p.K_init, p.ii, p.jj, p.target, p.weight,
+                      options=LMOptions(iters=2, robust="tukey"))
+
+
 def test_depth_prior_pulls_unobserved_depths_and_not_observed_ones():
     p = make_problem(5, None, 16, 20, noise_px=0.0, outlier_fraction=0.0, disp_noise=0.0, seed=5)
     weight = p.weight.clone()

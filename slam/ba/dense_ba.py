@@ -76,6 +76,8 @@ class LMOptions:
     focal_max_step: float = 0.2    #: largest relative focal change per step
     focal_noise_px: float = 0.1    #: smallest correspondence noise (feature px, unit weight) assumed by focal_std
     focal_range: tuple[float, float] = (0.2, 5.0)  #: focal bounds in multiples of the larger image side
+    robust: str = "none"           #: robust loss on each residual coordinate: none | huber | cauchy
+    robust_px: float = 1.0         #: its scale (feature px): residuals beyond it lose weight
 
 
 @dataclass
@@ -192,10 +194,32 @@ class DenseBA:
         """Weighted squared error at the given estimate (plus the depth prior)."""
         pr = project_edges(poses, disps, intrinsics, self.ii, self.jj, min_depth_ratio=self.opt.min_depth_ratio)
         w = self.weight * pr.valid[..., None]
-        c = (w * (self.target - pr.coords) ** 2).sum(dtype=torch.float64)
+        c = (w * self._rho((self.target - pr.coords) ** 2)).sum(dtype=torch.float64)
         if self.disp_prior is not None:
             c = c + (self.prior_weight * (disps - self.disp_prior) ** 2).sum(dtype=torch.float64)
         return float(c)
+
+    def _rho(self, s: torch.Tensor) -> torch.Tensor:
+        """Robust loss of squared residuals ``s`` (feature px^2): ``s`` itself when
+        ``robust="none"``; Huber ``2 d sqrt(s) - d^2`` beyond ``d = robust_px``;
+        Cauchy ``d^2 log(1 + s / d^2)``."""
+        kind, d2 = self.opt.robust, self.opt.robust_px ** 2
+        if kind == "none":
+            return s
+        if kind == "huber":
+            return torch.where(s <= d2, s, 2.0 * (d2 * s).clamp(min=0).sqrt() - d2)
+        if kind == "cauchy":
+            return d2 * torch.log1p(s / d2)
+        raise ValueError(f"unknown robust loss {kind!r}; expected none, huber or cauchy")
+
+    def _rho_prime(self, s: torch.Tensor) -> torch.Tensor:
+        """Derivative of :meth:`_rho` (the IRLS weight factor, in (0, 1])."""
+        kind, d2 = self.opt.robust, self.opt.robust_px ** 2
+        if kind == "huber":
+            return torch.where(s <= d2, torch.ones_like(s), (d2 / s.clamp(min=1e-30)).sqrt())
+        if kind == "cauchy":
+            return 1.0 / (1.0 + s / d2)
+        return torch.ones_like(s)
 
     def linearize(self, poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor) -> dict:
         """Assemble the normal equations at the current estimate.
@@ -213,7 +237,9 @@ class DenseBA:
         P = H_ * W_
         wt = (self.weight * pr.valid[..., None]).reshape(E, P, 2)
         r = (self.target - pr.coords).reshape(E, P, 2)
-        cost = (wt * r * r).sum(dtype=torch.float64)
+        cost = (wt * self._rho(r * r)).sum(dtype=torch.float64)
+        if self.opt.robust != "none":  # iteratively reweighted least squares: weights x rho'(r^2), held constant
+            wt = wt * self._rho_prime((r * r).detach())
         Jd = pr.Jd.reshape(E, P, 2)
         # Only [Jj | Jf] is formed per pixel; since Ji = -Jj Ad(G_ij), every block
         # involving pose i follows from the 7x7 moments through M = [[-Ad, I, 0], [0, 0, 1]].

@@ -31,7 +31,7 @@ class FillerOptions:
     refine: bool = True          # pose-only refinement (False: interpolation only)
     chunk: int = 16              # frames per batched pose-only BA
     iters: int = 6               # LM iterations per chunk
-    min_valid: float = 0.1       # share of confident pixels needed to call a frame tracked
+    min_points: int = 30         # confident correspondences (weight > 0.5, per edge on average) needed to call a frame tracked
     motion_weighting: bool = True  # scale weights by 1 - the keyframe's motion probability (set from motion.weighting)
 
 
@@ -174,11 +174,11 @@ def _refine_chunk(edges: list[_Edge], snap: Snapshot, K: torch.Tensor, poses: to
     ba = DenseBA(ii_t, jj_t, target, weight, na + nb, fixed=fixed,
                  options=LMOptions(**{**vars(lm), "iters": options.iters}), optimize_disps=False)
     res = ba.run(pp.SE3(G), disps, K)
-    valid = torch.zeros(na + nb, device=dev).index_add_(0, jj_t, (weight[..., 0] > 0.5).float().mean((1, 2)))
+    valid = torch.zeros(na + nb, device=dev).index_add_(0, jj_t, (weight[..., 0] > 0.5).float().sum((1, 2)))
     cnt = torch.zeros(na + nb, device=dev).index_add_(0, jj_t, torch.ones(len(edges), device=dev))
-    share = (valid / cnt.clamp(min=1))[na:]
+    points = (valid / cnt.clamp(min=1))[na:]
     for b, r in enumerate(rows):
-        ok = bool(share[b] >= options.min_valid)
+        ok = bool(points[b] >= options.min_points)
         tracked[r] = ok
         if ok:
             poses[r] = res.poses.tensor()[na + b].to(poses.dtype)

@@ -41,6 +41,7 @@ class FrontendOptions:
     init_min_parallax: float = 0.5  # median triangulation angle (deg) needed to trust the two-view start
     init_min_inliers: float = 0.5   # share of RANSAC inliers needed to trust the two-view start
     init_ransac_px: float = 0.3     # RANSAC threshold (feature px) of the essential matrix
+    init_robust: bool = False       # the initialisation's BAs use the robust loss of ``lm`` (else least squares)
     record_tracks: bool = True      # keep each non-keyframe's correspondences to its keyframe for the filler
 
 
@@ -120,7 +121,9 @@ class Frontend:
         """
         s, o = self.store, self.opt
         focal = o.optimize_focal and not s.focal_known
-        lm = LMOptions(**{**vars(self.lm), "iters": o.init_iters})
+        plain = {} if o.init_robust else {"robust": "none"}
+        lm = LMOptions(**{**vars(self.lm), "iters": o.init_iters, **plain})
+        lm_track = LMOptions(**{**vars(self.lm), **plain})
         with self.ba_lock:
             n0 = min(o.init_seed, s.n)
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, o.radius))
@@ -140,7 +143,7 @@ class Frontend:
                 if not self.two_view_used:
                     self._set_seed_state(n0, from_identity)
             for t in range(n0, s.n):
-                self._track_pose(t)
+                self._track_pose(t, lm_track)
                 ii, jj = FrameGraph.temporal_pairs(max(0, t - o.radius), t + 1, o.radius)
                 sel = (ii == t) | (jj == t)
                 self.graph.add(ii[sel], jj[sel])
@@ -197,8 +200,9 @@ class Frontend:
             s.changed.update(range(n0))
         return True
 
-    def _track_pose(self, t: int) -> None:
-        """Pose-only BA of slot t against the depths of up to ``radius`` predecessors.
+    def _track_pose(self, t: int, lm: LMOptions | None = None) -> None:
+        """Pose-only BA of slot t against the depths of up to ``radius`` predecessors
+        (solver options ``lm``, default the frontend's).
 
         The edge from the previous keyframe comes first (its correspondences
         start from the motion filter's flow, which does not depend on the
@@ -216,7 +220,7 @@ class Frontend:
                 continue
             self.graph.add(ii, torch.full_like(ii, t))
             e = self.graph.edges
-            solve_graph(s, self.graph, e.jj == t, fixed_below=t, options=self.lm,
+            solve_graph(s, self.graph, e.jj == t, fixed_below=t, options=lm or self.lm,
                            motion=self.motion, prior=self.prior, optimize_disps=False)
 
     def _normalize_scale(self) -> None:
