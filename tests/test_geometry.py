@@ -244,3 +244,50 @@ def test_jacobians_match_central_differences():
             cm = project_edges(retract(poses, xi), disps, K, ii, jj).coords[0]
             num = (cp - cm) / (2 * eps)
             assert ((num - J[..., k]).abs().max() / num.abs().max().clamp(min=1e-3)) < 1e-6
+
+
+def _scene_flow(R: np.ndarray, t: np.ndarray, h: int = 30, w: int = 40, seed: int = 0):
+    """Targets (h, w, 2) in frame b of frame a's pixels for a random-depth scene (depths 1-5)."""
+    K = np.array([37.0, 37.0, (w - 1) / 2, (h - 1) / 2])
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    Z = np.random.default_rng(seed).uniform(1.0, 5.0, (h, w))
+    X = np.stack([(u - K[2]) / K[0] * Z, (v - K[3]) / K[1] * Z, Z], -1)
+    Y = X @ R.T + t
+    tgt = np.stack([K[0] * Y[..., 0] / Y[..., 2] + K[2], K[1] * Y[..., 1] / Y[..., 2] + K[3]], -1)
+    return tgt, K, 1.0 / Z, np.stack([u, v], -1)
+
+
+def test_two_view_recovers_relative_pose_and_depth():
+    from scipy.spatial.transform import Rotation
+    from slam.geometry.twoview import two_view
+
+    R = Rotation.from_euler("xyz", [1.0, -4.0, 2.0], degrees=True).as_matrix()
+    t = np.array([0.2, 0.05, 0.1])
+    tgt, K, disp, _ = _scene_flow(R, t)
+    tv = two_view(tgt, np.ones(tgt.shape[:2]), K, ransac_px=0.1)
+    assert tv is not None and tv.inlier_ratio > 0.99
+    assert np.abs(tv.R - R).max() < 1e-6
+    assert np.allclose(tv.t, t / np.linalg.norm(t), atol=1e-6)
+    # depths in units of the baseline: inverse depths scale by the baseline length
+    assert np.allclose(tv.disp[tv.valid], disp[tv.valid] * np.linalg.norm(t), rtol=1e-4)
+
+
+def test_rotation_parallax_is_zero_for_pure_rotation_and_measures_translation():
+    from scipy.spatial.transform import Rotation
+    from slam.geometry.twoview import rotation_parallax
+
+    R = Rotation.from_euler("xyz", [2.0, 3.0, 1.0], degrees=True).as_matrix()
+    tgt, K, _, grid = _scene_flow(R, np.zeros(3))
+    ones = np.ones(tgt.shape[:2])
+    assert np.linalg.norm(tgt - grid, axis=-1).mean() > 2.0  # a large image motion ...
+    assert rotation_parallax(tgt, ones, K) < 1e-9             # ... with no parallax
+    tgt_t, *_ = _scene_flow(R, np.array([0.1, 0.0, 0.0]))
+    par = rotation_parallax(tgt_t, ones, K)
+    assert 0.3 < par < 1.5
+    # low-confidence pixels are ignored: corrupting them changes nothing
+    w = ones.copy()
+    w[:, :5] = 0.0
+    bad = tgt.copy()
+    bad[:, :5] += 10.0
+    assert rotation_parallax(bad, w, K) < 1e-9
+    assert rotation_parallax(tgt, np.zeros_like(ones), K) == float("inf")

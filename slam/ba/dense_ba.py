@@ -12,7 +12,14 @@ frame-graph edge ``(i, j)`` and pixel ``p`` of frame i the residual is
 weighted by per-pixel, per-coordinate weights ``w_ijp`` (zero for outliers or
 invalid points).  An optional prior ``alpha_p (d_p - d_prior_p)^2`` pulls
 inverse depths towards a monocular estimate.  The cost is
-``sum w r^2 + sum alpha (d - d_prior)^2``.
+``sum w rho(r^2) + sum alpha (d - d_prior)^2`` with ``rho`` the identity, or
+a robust loss of each residual coordinate (``LMOptions.robust``: Huber or
+Cauchy at scale ``robust_px``), minimised by iteratively reweighted least
+squares: every linearisation multiplies the weights by ``rho'(r^2)`` at the
+current residuals, and steps are accepted on the robust cost.  Per-pixel
+depths absorb a wrong correspondence along its epipolar line on one edge, but
+not on the other edges of the same pixel: confident gross errors (aliasing
+that passes a forward-backward check) show up as residuals there.
 
 Solver
 ------
@@ -313,7 +320,10 @@ class DenseBA:
             if eta is not None:
                 Cd = Cd + eta.reshape(Cd.shape)
             Cinv = 1.0 / Cd
-        S, rhs = self._reduce(lin, Cinv)
+        # the reduced system is small ((6N+1)^2) but ill-conditioned (monocular scale, weak
+        # parallax): formed and solved in double precision, float32 steps vary with the
+        # summation order of multithreaded kernels and LM then ends in different minima
+        S, rhs = self._reduce(lin, Cinv, torch.float64)
         free = self.free
         Sf = S[free][:, free]
         diag = torch.diagonal(Sf)
@@ -321,11 +331,20 @@ class DenseBA:
         dx = torch.zeros(D + 1, dtype=g.dtype, device=g.device)
         if free.numel():
             L, info = torch.linalg.cholesky_ex(Sf)
+            # rounding can leave S slightly indefinite along its near-null directions (the
+            # monocular scale): a growing diagonal jitter keeps the solve a Cholesky (LAPACK's
+            # least-squares drivers are not reproducible from run to run on such systems)
+            jitter = 1e-9 * float(diag.abs().mean()) + 1e-12
+            for _ in range(6):
+                if int(info) == 0:
+                    break
+                L, info = torch.linalg.cholesky_ex(Sf + jitter * torch.eye(Sf.shape[0], dtype=Sf.dtype, device=Sf.device))
+                jitter *= 100.0
             if int(info) == 0:
                 sol = torch.cholesky_solve(rhs[free][:, None], L)[:, 0]
             else:
                 sol = torch.linalg.lstsq(Sf, rhs[free][:, None]).solution[:, 0]
-            dx[free] = sol
+            dx[free] = sol.to(g.dtype)
         dx[D] = 0.0
         if Q is None:
             dd = torch.zeros(self.N, self.target.shape[1] * self.target.shape[2], dtype=g.dtype, device=g.device)

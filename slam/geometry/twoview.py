@@ -117,3 +117,41 @@ def triangulate_inverse_depth(xa: np.ndarray, xb: np.ndarray, R: np.ndarray,
     # a's viewing ray expressed in b is R r_a: the parallax is its angle to b's ray
     cosang = np.clip((ray_b * ray_a_in_b).sum(1), -1.0, 1.0)
     return d, np.arccos(cosang)
+
+
+def rotation_parallax(target: np.ndarray, weight: np.ndarray, K: np.ndarray, min_weight: float = 0.5) -> float:
+    """Mean flow magnitude left after the best-fitting pure rotation (pixels of this resolution).
+
+    The flow of a rotating camera carries no depth information; what a
+    rotation cannot explain is parallax from translation.  The rotation
+    maximising ``sum w c_i . R b_i`` over the unit bearings ``b_i`` of the
+    pixels of frame a and ``c_i`` of their targets in b (Wahba's problem,
+    solved by SVD) maps every pixel to ``K R b_i``; the weighted mean distance
+    of the targets from those points is returned.
+
+    Args:
+        target: (h, w, 2) coordinates in frame b of every pixel ``(u, v)`` of
+            frame a (pixel centres at integer coordinates).
+        weight: (h, w) confidences in [0, 1]; pixels below ``min_weight`` are ignored.
+        K: (4,) ``[fx, fy, cx, cy]`` at this resolution.
+    Returns:
+        The mean residual flow in pixels; ``inf`` with fewer than 8 usable pixels.
+    """
+    h, w = target.shape[:2]
+    fx, fy, cx, cy = (float(x) for x in K)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    sel = np.asarray(weight) >= min_weight
+    if int(sel.sum()) < 8:
+        return float("inf")
+    wt = np.asarray(weight, np.float64)[sel]
+    tb = np.asarray(target, np.float64)[sel]
+    ba = np.stack([(u[sel] - cx) / fx, (v[sel] - cy) / fy, np.ones(int(sel.sum()))], -1)
+    bb = np.stack([(tb[:, 0] - cx) / fx, (tb[:, 1] - cy) / fy, np.ones(len(tb))], -1)
+    ba /= np.linalg.norm(ba, axis=1, keepdims=True)
+    bb /= np.linalg.norm(bb, axis=1, keepdims=True)
+    U, _, Vt = np.linalg.svd((bb * wt[:, None]).T @ ba)  # B = sum w c b^T; R = U diag(1, 1, det) V^T
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    rb = ba @ R.T
+    z = np.maximum(rb[:, 2], 1e-6)
+    pred = np.stack([fx * rb[:, 0] / z + cx, fy * rb[:, 1] / z + cy], -1)
+    return float((wt * np.linalg.norm(pred - tb, axis=1)).sum() / wt.sum())

@@ -13,6 +13,7 @@ import torch
 
 from slam.ba.dense_ba import LMOptions
 from slam.corr.base import CorrespondenceSource
+from slam.geometry.twoview import rotation_parallax
 from slam.system.graph import FrameGraph, frame_distance
 from slam.system.depth_prior import PriorTerm
 from slam.system.motion import MotionOptions
@@ -26,6 +27,8 @@ class FrontendOptions:
     """Tunables (mirrored, with comments, in ``configs/run.yaml`` under ``frontend``)."""
 
     filter_thresh: float = 1.75     # mean flow (feature px) from the last keyframe that makes a new keyframe
+    filter_parallax: float = 0.0    # ... unless the flow left after the best-fitting rotation is below this (0: off)
+    filter_max_flow: float = 6.0    # ... or the mean flow reaches this (feature px; keeps the overlap of a rotating camera)
     init_frames: int = 8            # keyframes collected before the first BA
     init_iters: int = 30            # LM iterations of the initialisation
     init_seed: int = 3              # keyframes adjusted jointly from identity at the start of the initialisation
@@ -80,9 +83,18 @@ class Frontend:
             self._add_keyframe(fd, timestamp, pp.identity_SE3(1, dtype=s.dtype).tensor()[0], 1.0)
             return True
         last = s.frames[s.n - 1]
-        if self.source.mean_flow(last, fd) < self.opt.filter_thresh:
+        flow = self.source.mean_flow(last, fd)
+        upd = None
+        if flow >= self.opt.filter_thresh and 0 < self.opt.filter_parallax and flow < self.opt.filter_max_flow:
+            # a rotating camera moves the image without adding parallax: judge the flow a rotation leaves
+            upd = self.source.frame_edge(last, fd)
+            K = s.feature_intrinsics().double().cpu().numpy()
+            par = rotation_parallax(upd.target[0].cpu().numpy(), upd.weight[0, ..., 0].cpu().numpy(), K)
+            if par >= self.opt.filter_parallax:
+                upd = None  # a keyframe: the frame graph asks for its edges itself
+        if flow < self.opt.filter_thresh or upd is not None:
             if self.opt.record_tracks:
-                upd = self.source.frame_edge(last, fd)
+                upd = upd if upd is not None else self.source.frame_edge(last, fd)
                 s.record_track(index, TrackRecord(last.index, upd.target[0].cpu(), upd.weight[0].cpu()))
             return False
         with s.lock:
