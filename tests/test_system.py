@@ -204,3 +204,11 @@ def test_learned_without_weights_is_a_clear_error(tmp_path, capsys):
                 f"correspondence.weights={tmp_path / 'missing.pt'}"])
     err = capsys.readouterr().err
     assert code == 2 and "weights" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("override,word", [("lm.robust=tukey", "robust"),
+                                           ("correspondence.preset=foo", "preset")])
+def test_bad_option_value_is_a_clear_error(tmp_path, capsys, override, word):
+    code = cli(["run", "--out", str(tmp_path / "o"), "--no-progress", override])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad configuration" in err and word in err and "Traceback" not in err

@@ -86,6 +86,12 @@ class LMOptions:
     robust: str = "none"           #: robust loss on each residual coordinate: none | huber | cauchy
     robust_px: float = 1.0         #: its scale (feature px): residuals beyond it lose weight
 
+    def __post_init__(self) -> None:
+        if self.robust not in ("none", "huber", "cauchy"):
+            raise ValueError(f"unknown robust loss {self.robust!r}; expected none, huber or cauchy")
+        if not self.robust_px > 0:
+            raise ValueError(f"robust_px must be positive, got {self.robust_px}")
+
 
 @dataclass
 class BAResult:
@@ -124,6 +130,27 @@ def _group_slots(ii: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
     rank = torch.empty_like(ii)
     rank[order] = torch.arange(E, device=ii.device) - starts[ii[order]]
     return rank, int(counts.max().item()) if E else 0
+
+
+def _cholesky(A: torch.Tensor, tries: int = 6) -> torch.Tensor | None:
+    """Lower Cholesky factor of the symmetric (n, n) ``A``, or None.
+
+    Rounding can leave a reduced BA system slightly indefinite along its
+    near-null directions (the monocular scale); a diagonal jitter growing from
+    1e-9 of the mean diagonal keeps the factorisation a Cholesky (LAPACK's
+    least-squares and eigen drivers are not reproducible from run to run on
+    such systems, and the LM iterations then end in different minima).
+    """
+    L, info = torch.linalg.cholesky_ex(A)
+    jitter = 1e-9 * float(torch.diagonal(A).abs().mean()) + 1e-12
+    eye = None
+    for _ in range(tries):
+        if int(info) == 0:
+            return L
+        eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device) if eye is None else eye
+        L, info = torch.linalg.cholesky_ex(A + jitter * eye)
+        jitter *= 100.0
+    return L if int(info) == 0 else None
 
 
 class DenseBA:
@@ -215,9 +242,7 @@ class DenseBA:
             return s
         if kind == "huber":
             return torch.where(s <= d2, s, 2.0 * (d2 * s).clamp(min=0).sqrt() - d2)
-        if kind == "cauchy":
-            return d2 * torch.log1p(s / d2)
-        raise ValueError(f"unknown robust loss {kind!r}; expected none, huber or cauchy")
+        return d2 * torch.log1p(s / d2)  # cauchy (LMOptions validates the kind)
 
     def _rho_prime(self, s: torch.Tensor) -> torch.Tensor:
         """Derivative of :meth:`_rho` (the IRLS weight factor, in (0, 1])."""
@@ -244,9 +269,10 @@ class DenseBA:
         P = H_ * W_
         wt = (self.weight * pr.valid[..., None]).reshape(E, P, 2)
         r = (self.target - pr.coords).reshape(E, P, 2)
-        cost = (wt * self._rho(r * r)).sum(dtype=torch.float64)
+        r2 = r * r
+        cost = (wt * self._rho(r2)).sum(dtype=torch.float64)
         if self.opt.robust != "none":  # iteratively reweighted least squares: weights x rho'(r^2), held constant
-            wt = wt * self._rho_prime((r * r).detach())
+            wt = wt * self._rho_prime(r2.detach())
         Jd = pr.Jd.reshape(E, P, 2)
         # Only [Jj | Jf] is formed per pixel; since Ji = -Jj Ad(G_ij), every block
         # involving pose i follows from the 7x7 moments through M = [[-Ad, I, 0], [0, 0, 1]].
@@ -330,17 +356,8 @@ class DenseBA:
         Sf = Sf + torch.diag(lam * diag.clamp(min=0) + o.eps_pose)
         dx = torch.zeros(D + 1, dtype=g.dtype, device=g.device)
         if free.numel():
-            L, info = torch.linalg.cholesky_ex(Sf)
-            # rounding can leave S slightly indefinite along its near-null directions (the
-            # monocular scale): a growing diagonal jitter keeps the solve a Cholesky (LAPACK's
-            # least-squares drivers are not reproducible from run to run on such systems)
-            jitter = 1e-9 * float(diag.abs().mean()) + 1e-12
-            for _ in range(6):
-                if int(info) == 0:
-                    break
-                L, info = torch.linalg.cholesky_ex(Sf + jitter * torch.eye(Sf.shape[0], dtype=Sf.dtype, device=Sf.device))
-                jitter *= 100.0
-            if int(info) == 0:
+            L = _cholesky(Sf)
+            if L is not None:
                 sol = torch.cholesky_solve(rhs[free][:, None], L)[:, 0]
             else:
                 sol = torch.linalg.lstsq(Sf, rhs[free][:, None]).solution[:, 0]
@@ -398,17 +415,12 @@ class DenseBA:
         # the monocular scale is a null direction of S (the focal is independent of it):
         # a tiny relative damping makes the inverse exist without changing the focal's variance
         Sf = Sf + torch.diag(1e-9 * torch.diagonal(Sf).clamp(min=0) + self.opt.eps_pose)
-        L, info = torch.linalg.cholesky_ex(Sf)
-        if int(info) == 0:
-            e = torch.zeros(Sf.shape[0], 1, dtype=Sf.dtype, device=Sf.device)
-            e[-1] = 1.0
-            var = float(torch.cholesky_solve(e, L)[-1, 0])
-        else:  # rounding left S slightly indefinite: pseudo-inverse over its positive spectrum
-            ev, V = torch.linalg.eigh(Sf)
-            pos = ev > 1e-12 * ev.abs().max()
-            if not pos.any():
-                return float("inf")
-            var = float((V[-1, pos] ** 2 / ev[pos]).sum())
+        L = _cholesky(Sf)
+        if L is None:
+            return float("inf")
+        e = torch.zeros(Sf.shape[0], 1, dtype=Sf.dtype, device=Sf.device)
+        e[-1] = 1.0
+        var = float(torch.cholesky_solve(e, L)[-1, 0])
         sigma = self.opt.focal_noise_px if sigma is None else sigma
         return float((max(var, 0.0) * sigma ** 2) ** 0.5 / float(intrinsics[0]))
 

@@ -130,5 +130,4 @@ def _video_depth(seq, recon, cfg, out, files: dict, *, progress: bool):
                               "wall_s": res["stats"].get("wall_s"),
                               "working_size": res["stats"].get("working_size")}
     write_json(files["summary"], summary)
-    recon.stats["video_depth_frames"] = res["frames"]
     return recon

@@ -1,6 +1,6 @@
 """Depth: monocular priors, their alignment and BA weight, consistent video depth, writers, metrics.
 
-* :mod:`~slam.depth.prior` - :class:`DepthPrior` (folder of maps, ONNX model, network stub), :func:`make_prior`.
+* :mod:`~slam.depth.prior` - :class:`DepthPrior` (folder of maps, ONNX model, the project's own network), :func:`make_prior`.
 * :mod:`~slam.depth.align` - :func:`align_scale_shift`, :func:`prior_weight_from_hessian`.
 * :mod:`~slam.depth.video_depth` - :func:`estimate_video_depth` (flow-consistent dense depth, poses fixed).
 * :mod:`~slam.depth.keyframes` - :class:`KeyframeDepth`, initial depth from a run's keyframes.

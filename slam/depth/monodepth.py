@@ -135,10 +135,13 @@ def ssi_loss(pred: torch.Tensor, target_inv: torch.Tensor, mask: torch.Tensor, g
 
 def save_monodepth(path: str | Path, model: MonoDepthNet, provenance: dict[str, Any]) -> Path:
     """Write a checkpoint (see the module docstring)."""
+    from slam.io.outputs import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": "monodepth", "config": model.config, "state_dict": model.state_dict(),
-                "provenance": provenance}, path)
+    with atomic_path(path) as tmp:  # --eval-only rewrites the shipped file: never leave it half-written
+        torch.save({"kind": "monodepth", "config": model.config, "state_dict": model.state_dict(),
+                    "provenance": provenance}, tmp)
     return path
 
 

@@ -436,7 +436,7 @@ def make_prior(cfg: Any, n_frames: int | None = None) -> DepthPrior | None:
     Returns:
         the prior, or None for ``kind: none`` (or a None config).
     Raises:
-        InputError: unknown kind, missing/bad folder or model, no shipped network.
+        InputError: unknown kind, missing/bad folder, model or network weights.
     """
     if cfg is None:
         return None

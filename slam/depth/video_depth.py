@@ -207,7 +207,7 @@ class _Frame:
         grey: (h, w) float32 in [0, 1] for the edge weights.
         prior: ``(inverse_depth, confidence)`` (h, w) float32 each, or None.
         init_log: (h, w) float32 log initial depth (NaN where unknown), or None.
-        texture: (h, w) float32 in [0, 1], the flow weight from local texture.
+        texture: (h, w, 4) float32 ``(m11, m12, m22, strength)``: the flow metric and weight from local texture.
     """
 
     __slots__ = ("gray", "grey", "init_log", "prior", "texture")
@@ -424,6 +424,7 @@ class VideoDepthEstimator:
             the pair weight ``w`` (h, w) in [0, 1].
         """
         R, t = self._relative(i, j)
+        baseline = float(np.linalg.norm(t))  # on the host: no device sync per pair
         R = torch.as_tensor(R, dtype=torch.float32, device=self.dev)
         t = torch.as_tensor(t, dtype=torch.float32, device=self.dev)
         fx, fy, cx, cy = (float(v) for v in self.K)
@@ -446,7 +447,7 @@ class VideoDepthEstimator:
         pos = den > 1e-6 * (c0 * c0 + c1 * c1)
         rho = torch.where(pos, -num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(den))
         # no point closer than 1/1000 of the baseline, nor (nearly) behind camera j
-        rho = rho.clamp(0.0, 1e3 / max(float(torch.linalg.vector_norm(t)), 1e-12))
+        rho = rho.clamp(0.0, 1e3 / max(baseline, 1e-12))
         zr = a[..., 2] + t[2] * rho  # depth in j / depth in i
         front = zr > 1e-3
         zs = torch.where(front, zr, torch.ones_like(zr))

@@ -61,7 +61,9 @@ def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, opti
     target, weight = edges.target.to(dev), edges.weight.to(dev)
     has_source_motion = edges.motion is not None
     evidence = weight[..., 0] >= motion.min_weight
-    if motion.mode != "off" and motion.uses_source(has_source_motion) and has_source_motion:
+    # pose-only problems (tracking a new keyframe) see only its few edges: they do not
+    # overwrite maps pooled over all of a keyframe's outgoing edges
+    if optimize_disps and motion.uses_source(has_source_motion) and has_source_motion:
         m, has = pool_per_frame(edges.motion.to(dev, weight.dtype), evidence, ii_d, active.numel(), motion.dilate)
         store.write(active[has.cpu()], motion=m[has])
     ba_weight = weight
@@ -87,7 +89,7 @@ def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, opti
     conf = conf / cnt.clamp(min=1)[:, None, None]
     free = ~fixed.to(dev)
     geo_motion = None
-    if optimize_disps and motion.mode != "off" and motion.uses_geometry(has_source_motion):
+    if optimize_disps and motion.uses_geometry(has_source_motion):
         pr = project_edges(res.poses, res.disps, res.intrinsics, ii_d, jj_d, min_depth_ratio=options.min_depth_ratio)
         ok = evidence & pr.valid
         prob = residual_motion((target - pr.coords).norm(dim=-1), ok, motion)

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from slam.ba.dense_ba import LMOptions
+from slam.config import lm_options
 from slam.corr import make_source
 from slam.data.sequence import InputError, Sequence
 from slam.geometry.camera import Intrinsics, processing_size, resize_frame
@@ -87,17 +88,19 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     K_proc = K_in.scaled(W, H)
     stride = int(cfg.correspondence.get("stride", 8))
     device = torch.device(cfg.get("device", "cpu"))
-    source = make_source(cfg.correspondence, seq, (W, H))
+    try:  # option classes validate their values: a bad override is a user mistake, not a crash
+        source = make_source(cfg.correspondence, seq, (W, H))
+        lm = lm_options(cfg.lm)
+        fopt = FrontendOptions(**dict(cfg.frontend))
+        bopt = BackendOptions(**dict(cfg.backend))
+        mopt = MotionOptions(**dict(cfg.motion))
+    except (ValueError, TypeError) as e:
+        raise InputError(f"bad configuration: {e}") from None
     store = KeyframeStore(int(cfg.store.capacity), (W, H), stride,
                           torch.tensor([K_proc.fx, K_proc.fy, K_proc.cx, K_proc.cy]), focal_known, device)
-    lm = LMOptions(**dict(cfg.lm))
-    fopt = FrontendOptions(**dict(cfg.frontend))
-    bopt = BackendOptions(**dict(cfg.backend))
-    mopt = MotionOptions(**dict(cfg.motion))
     prior = PriorTerm.from_config(cfg.depth.prior, stride, n_total) if "depth" in cfg else None
     ba_lock = threading.Lock()
-    frontend = Frontend(store, source, FrontendOptions(**{**vars(fopt)}),
-                        LMOptions(**{**vars(lm), "iters": fopt.local_iters}), ba_lock, mopt, prior)
+    frontend = Frontend(store, source, fopt, LMOptions(**{**vars(lm), "iters": fopt.local_iters}), ba_lock, mopt, prior)
     backend = Backend(store, source, frontend, bopt, lm, ba_lock, mopt, prior)
 
     def prepare(frame) -> np.ndarray:
