@@ -91,11 +91,13 @@ class CorrespondenceSource(ABC):
         return float(mag[valid].mean()) if valid.any() else float("inf")
 
 
-    def frame_edge(self, keyframe: FrameData, frame: FrameData) -> EdgeUpdate:
+    def frame_edge(self, keyframe: FrameData, frame: FrameData, accurate: bool = False) -> EdgeUpdate:
         """Correspondences keyframe -> frame for a tracked non-keyframe (one edge),
         called right after :meth:`mean_flow` on the same pair, so sources can
         reuse the motion filter's work.  The trajectory filler refines the
-        frame's pose against them."""
+        frame's pose against them.  ``accurate``: the caller decides with them
+        whether the frame becomes a keyframe (rotation parallax), so a source
+        with a cheap record mode must give its checked correspondences."""
         h, w = keyframe.image.shape[0] // self.stride, keyframe.image.shape[1] // self.stride
         return self.update([keyframe], [frame], identity_coords(1, h, w))
 

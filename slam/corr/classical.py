@@ -46,6 +46,12 @@ class ClassicalOptions:
     filter_min_gradient: float = 4.0  #: grey-level gradient (Sobel) of the pixels the motion filter averages
     flow_cache: int = 64          #: raw image-resolution flow fields kept for reuse by reverse edges
     stride: int = 8               #: processing / feature resolution
+    refine_window: int = 9        #: Lucas-Kanade window (image px) of :meth:`ClassicalFlow.refine`
+    refine_levels: int = 2        #: pyramid levels above the processing resolution searched by the refinement
+    refine_fb_sigma: float = 0.5  #: refinement forward-backward error (image px) at which the weight is exp(-1)
+    refine_iters: int = 10        #: Lucas-Kanade iterations per pyramid level (at most)
+    refine_eps: float = 0.03      #: ... or until the update is below this (image px)
+    records: str = "dis"          #: a tracked frame's correspondences: dis (checked DIS pair) | filter (motion filter's flow)
 
 
 class ClassicalFlow(CorrespondenceSource):
@@ -58,6 +64,8 @@ class ClassicalFlow(CorrespondenceSource):
         self.opt = options or ClassicalOptions()
         if self.opt.preset not in PRESETS:
             raise ValueError(f"unknown DIS preset {self.opt.preset!r}; expected one of {sorted(PRESETS)}")
+        if self.opt.records not in ("dis", "filter"):
+            raise ValueError(f"unknown records {self.opt.records!r}; expected dis or filter")
         self.stride = self.opt.stride
         self._dis = cv2.DISOpticalFlow_create(PRESETS[self.opt.preset])
         self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -167,6 +175,84 @@ class ClassicalFlow(CorrespondenceSource):
         weight = torch.from_numpy(np.stack(weights))[..., None].expand(-1, -1, -1, 2).contiguous()
         dev = coords.device if coords is not None else "cpu"
         return EdgeUpdate(target=target.to(dev), weight=weight.to(dev))
+
+    def frame_edge(self, keyframe: FrameData, frame: FrameData, accurate: bool = False) -> EdgeUpdate:
+        """Correspondences keyframe -> tracked frame (one edge), right after :meth:`mean_flow`.
+
+        ``records=dis`` or ``accurate``: the forward-backward-checked DIS pair
+        (two more DIS evaluations, initialised from the motion filter's flow).
+        ``records=filter``: the motion filter's composed flow itself, weight 1
+        on the keyframe's textured pixels that stay inside the frame (the share
+        of such pixels per feature pixel; no forward-backward check): no extra
+        DIS work, for use with the trajectory filler's re-measurement
+        (``filler.remeasure``), which replaces these correspondences by
+        Lucas-Kanade tracks started from the pose they give.
+        """
+        if self.opt.records == "filter" and not accurate:
+            with self._lock:
+                flow = self._inits.get((keyframe.index, frame.index))
+                tex = self._textured[1] if self._textured and self._textured[0] == keyframe.index else None
+            if flow is not None and tex is not None:
+                H, W = flow.shape[:2]
+                mx, my = _sample_maps(flow)
+                valid = tex & (mx >= -0.5) & (mx <= W - 0.5) & (my >= -0.5) & (my <= H - 0.5)
+                tgt, share = flow_to_feature(flow, valid, self.stride)
+                wt = np.where(share < self.opt.min_confidence, 0.0, share).astype(np.float32)
+                weight = torch.from_numpy(wt)[None, ..., None].expand(-1, -1, -1, 2).contiguous()
+                return EdgeUpdate(target=torch.from_numpy(tgt)[None], weight=weight)
+        return super().frame_edge(keyframe, frame, accurate)
+
+    def refine(self, frames_i: list[FrameData], frames_j: list[FrameData], coords: torch.Tensor) -> EdgeUpdate:
+        """Re-measure the edges' correspondences near the current reprojection (final refinement).
+
+        DIS flow computed once per pair keeps its gross errors (aliasing along
+        epipolar lines that the forward-backward check cannot see).  Once BA has
+        converged, the reprojection ``coords`` is within a pixel or two of the
+        truth almost everywhere; pyramidal Lucas-Kanade started there tracks
+        each feature pixel's centre (image coordinate ``s u + (s - 1) / 2``)
+        to the *nearest* intensity match, a measurement that no longer depends
+        on DIS's coarse-to-fine search.  The weight is the forward-backward
+        consistency of the two LK tracks (``refine_fb_sigma``), 0 where either
+        track fails or leaves the image, times the epipolar RANSAC check.
+
+        Args:
+            frames_i, frames_j: the E edges' endpoint frames (grey ``features``).
+            coords: (E, h, w, 2) current reprojected coordinates (feature px).
+        Returns:
+            targets and weights (E, h, w, 2), on ``coords``' device.
+        """
+        s = self.stride
+        E, h, w = coords.shape[:3]
+        v, u = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+        c = (s - 1) / 2.0
+        p0 = (np.stack([u, v], -1).reshape(-1, 1, 2) * s + c).astype(np.float32)
+        init = coords.detach().cpu().numpy().reshape(E, -1, 1, 2) * s + c
+        win = (self.opt.refine_window, self.opt.refine_window)
+        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, self.opt.refine_iters, self.opt.refine_eps)
+        flags = cv2.OPTFLOW_USE_INITIAL_FLOW
+        targets, weights = [], []
+        for e, (a, b) in enumerate(zip(frames_i, frames_j)):
+            H, W = a.features.shape[:2]
+            p1 = np.ascontiguousarray(init[e], dtype=np.float32)
+            p1, st1, _ = cv2.calcOpticalFlowPyrLK(a.features, b.features, p0, p1.copy(), winSize=win,
+                                                  maxLevel=self.opt.refine_levels, criteria=crit, flags=flags)
+            back, st2, _ = cv2.calcOpticalFlowPyrLK(b.features, a.features, p1, p0.copy(), winSize=win,
+                                                    maxLevel=self.opt.refine_levels, criteria=crit, flags=flags)
+            fb = np.linalg.norm(back - p0, axis=-1).reshape(h, w)
+            q = p1.reshape(h, w, 2)
+            inside = (q[..., 0] >= -0.5) & (q[..., 0] <= W - 0.5) & (q[..., 1] >= -0.5) & (q[..., 1] <= H - 0.5)
+            ok = (st1.reshape(h, w) > 0) & (st2.reshape(h, w) > 0) & inside & np.isfinite(fb)
+            wt = np.where(ok, np.exp(-(np.nan_to_num(fb, nan=1e3) / self.opt.refine_fb_sigma) ** 2), 0.0)
+            wt = np.where(wt < self.opt.min_confidence, 0.0, wt).astype(np.float32)
+            tgt = ((q - c) / s).astype(np.float32)
+            tgt = np.where(ok[..., None], tgt, np.stack([u, v], -1))
+            if self.opt.epipolar_px > 0:
+                wt = wt * epipolar_inliers(tgt, wt, self.opt.epipolar_px, self.opt.min_confidence)
+            targets.append(tgt)
+            weights.append(wt)
+        target = torch.from_numpy(np.stack(targets)).to(coords.device)
+        weight = torch.from_numpy(np.stack(weights))[..., None].expand(-1, -1, -1, 2).contiguous().to(coords.device)
+        return EdgeUpdate(target=target, weight=weight)
 
     def forget(self, index: int) -> None:
         """Drop cached pairs involving an input frame (e.g. a removed keyframe)."""

@@ -137,7 +137,7 @@ class LearnedFlow(CorrespondenceSource):
         grid = identity_coords(1, h, w).to(upd.target.device)
         return float((upd.target - grid).norm(dim=-1).mean())
 
-    def frame_edge(self, keyframe: FrameData, frame: FrameData) -> EdgeUpdate:
+    def frame_edge(self, keyframe: FrameData, frame: FrameData, accurate: bool = False) -> EdgeUpdate:
         """The record of a non-keyframe: the motion filter's iterations on this pair,
         continued (same targets, hidden state and correlation volume) for ``track_iters``
         more steps."""

@@ -38,11 +38,21 @@ class BackendOptions:
     proximity_max: int = 400        # proximity edges in total (each in both directions)
     optimize_focal: bool = True     # estimate the focal length when it is unknown
     inline: bool = True             # periodic global BA in the frontend's thread, fixed order (False: own thread)
+    refine_rounds: int = 0          # final refinement: re-measure the edges at the converged reprojection, BA again
+    refine_iters: int = 6           # LM iterations of the BA after each re-measurement
 
 
 def global_ba(store: KeyframeStore, source: CorrespondenceSource, opt: BackendOptions, lm: LMOptions,
-              iters: int, motion: MotionOptions | None = None, prior: PriorTerm | None = None) -> None:
-    """One global BA over all keyframes (slot 0 fixed)."""
+              iters: int, motion: MotionOptions | None = None, prior: PriorTerm | None = None,
+              remeasure: int = 0, remeasure_iters: int | None = None) -> None:
+    """One global BA over all keyframes (slot 0 fixed).
+
+    ``remeasure`` rounds follow it (the final refinement, ``opt.refine_rounds``):
+    each replaces the edges' correspondences with the source's ``refine``
+    measurement at the converged reprojection (:meth:`FrameGraph.remeasure`;
+    sources without one are left as they are) and runs the BA again for
+    ``remeasure_iters`` iterations (default ``iters``).
+    """
     n = store.n
     if n < 3:
         return
@@ -52,10 +62,13 @@ def global_ba(store: KeyframeStore, source: CorrespondenceSource, opt: BackendOp
                                    opt.proximity_max, opt.radius)
     keep = pi > pj  # proximity_pairs from every slot lists each pair twice: keep one orientation set
     graph.add(torch.cat([pi[keep], pj[keep]]), torch.cat([pj[keep], pi[keep]]))
-    lm = LMOptions(**{**vars(lm), "iters": iters})
-    solve_graph(store, graph, None, fixed_below=1, options=lm,
-                   optimize_focal=opt.optimize_focal and not store.focal_known,
-                   motion=motion, prior=prior)
+    for r in range(1 + max(0, remeasure)):
+        if r > 0 and not graph.remeasure():
+            break
+        n_it = iters if r == 0 or remeasure_iters is None else remeasure_iters
+        solve_graph(store, graph, None, fixed_below=1, options=LMOptions(**{**vars(lm), "iters": n_it}),
+                    optimize_focal=opt.optimize_focal and not store.focal_known,
+                    motion=motion, prior=prior)
 
 
 class Backend(threading.Thread):

@@ -33,6 +33,7 @@ class FillerOptions:
     iters: int = 6               # LM iterations per chunk
     min_points: int = 30         # confident correspondences (weight > 0.5, per edge on average) needed to call a frame tracked
     motion_weighting: bool = True  # scale weights by 1 - the keyframe's motion probability (set from motion.weighting)
+    remeasure: bool = False      # second pass: re-measure each frame against both neighbouring keyframes (source.refine)
 
 
 def interpolate_poses(snap: Snapshot, timestamps: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -130,6 +131,65 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
                 on_progress(n_rows)
     T_wc = pp.SE3(poses.double()).Inv().matrix().numpy()
     return T_wc, tracked
+
+
+def remeasure_trajectory(snap: Snapshot, feature_K: torch.Tensor, T_wc: np.ndarray, tracked: np.ndarray,
+                         frame_ids: np.ndarray, timestamps: np.ndarray, kf_frames: dict[int, FrameData],
+                         frames: Iterable[tuple[int, np.ndarray]],
+                         source: CorrespondenceSource, options: FillerOptions, lm: LMOptions,
+                         on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Refine filled non-keyframe poses once more with re-measured correspondences.
+
+    For every frame of ``frames`` (a second pass over the input: ``(frame_id,
+    image at processing resolution)``) that is not a keyframe, the source's
+    ``refine`` (e.g. :meth:`slam.corr.classical.ClassicalFlow.refine`) measures
+    the pixels of both neighbouring keyframes in the frame, started at their
+    reprojection through the filled pose, and a pose-only BA against the
+    keyframe depths follows (chunks of ``options.chunk`` frames).
+
+    Args:
+        T_wc: (F, 4, 4) camera-to-world poses from :func:`fill_trajectory`
+            (not modified); tracked: (F,) its flags.
+        kf_frames: input-frame index -> the keyframe's correspondence data.
+    Returns:
+        ``(T_wc (F, 4, 4), tracked (F,))`` updated; unchanged when the source
+        has no ``refine``.  A re-measured frame is tracked when its new edges
+        are strong enough (``options.min_points``); otherwise it keeps its
+        pose but is no longer called tracked.
+    """
+    refine = getattr(source, "refine", None)
+    if refine is None or snap.n < 2:
+        return T_wc, tracked
+    poses = pp.mat2SE3(torch.from_numpy(np.linalg.inv(T_wc)), check=False).tensor().to(snap.poses.dtype)
+    ok = np.zeros_like(tracked)
+    seen = np.zeros_like(tracked)
+    _, prv, nxt = interpolate_poses(snap, timestamps)
+    kf_ids = snap.frame_index.tolist()
+    kf_set = set(kf_ids)
+    row_of = {int(f): r for r, f in enumerate(frame_ids)}
+    pending: list[_Edge] = []
+    n_rows = 0
+    for fid, image in frames:
+        r = row_of.get(int(fid))
+        if r is None or int(fid) in kf_set:
+            continue
+        fd = source.prepare(int(fid), image)
+        seen[r] = True
+        anchors = sorted({int(prv[r]), int(nxt[r])})
+        upd = refine([kf_frames[kf_ids[a]] for a in anchors], [fd] * len(anchors),
+                     _coords(snap, feature_K, poses, r, anchors))
+        pending += [_Edge(r, a, upd.target[e], upd.weight[e]) for e, a in enumerate(anchors)]
+        n_rows += 1
+        if n_rows >= options.chunk:
+            _refine_chunk(pending, snap, feature_K, poses, ok, options, lm)
+            if on_progress:
+                on_progress(n_rows)
+            pending, n_rows = [], 0
+    if pending:
+        _refine_chunk(pending, snap, feature_K, poses, ok, options, lm)
+        if on_progress:
+            on_progress(n_rows)
+    return pp.SE3(poses.double()).Inv().matrix().numpy(), np.where(seen, ok, tracked)
 
 
 @dataclass

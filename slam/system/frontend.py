@@ -87,7 +87,7 @@ class Frontend:
         upd = None
         if flow >= self.opt.filter_thresh and 0 < self.opt.filter_parallax and flow < self.opt.filter_max_flow:
             # a rotating camera moves the image without adding parallax: judge the flow a rotation leaves
-            upd = self.source.frame_edge(last, fd)
+            upd = self.source.frame_edge(last, fd, accurate=True)
             K = s.feature_intrinsics().double().cpu().numpy()
             par = rotation_parallax(upd.target[0].cpu().numpy(), upd.weight[0, ..., 0].cpu().numpy(), K)
             if par >= self.opt.filter_parallax:

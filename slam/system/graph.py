@@ -171,6 +171,27 @@ class FrameGraph:
             for k, i in enumerate(sel.tolist()):
                 e.state[i] = upd.state[k]
 
+    def remeasure(self) -> bool:
+        """Replace every edge's targets and weights with the source's ``refine``
+        measurement at the current reprojection (a one-shot source's final
+        refinement, e.g. :meth:`slam.corr.classical.ClassicalFlow.refine`).
+        Returns False (nothing changed) when the source has no ``refine``."""
+        refine = getattr(self.source, "refine", None)
+        if refine is None or len(self.edges) == 0:
+            return False
+        s, e = self.store, self.edges
+        with s.lock:
+            fi = [s.frames[int(a)] for a in e.ii]
+            fj = [s.frames[int(b)] for b in e.jj]
+            G = pp.SE3(s.poses[: s.n].clone())
+            disps = s.disps[: s.n].clone()
+            K = s.feature_intrinsics()
+        coords = project_edges(G, disps, K, e.ii.to(disps.device), e.jj.to(disps.device)).coords
+        upd = refine(fi, fj, coords)
+        e.target = upd.target.to(e.target)
+        e.weight = upd.weight.to(e.weight)
+        return True
+
     def remove_slot(self, k: int) -> None:
         """Drop the edges touching slot k and renumber later slots (call with the store's removal)."""
         e = self.edges

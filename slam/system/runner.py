@@ -28,7 +28,7 @@ from slam.data.sequence import InputError, Sequence
 from slam.geometry.camera import Intrinsics, processing_size, resize_frame
 from slam.system.backend import Backend, BackendOptions, global_ba
 from slam.system.depth_prior import PriorTerm
-from slam.system.filler import FillerOptions, fill_trajectory
+from slam.system.filler import FillerOptions, fill_trajectory, remeasure_trajectory
 from slam.system.frontend import Frontend, FrontendOptions
 from slam.system.motion import MotionOptions
 from slam.system.motion import frame_motion as motion_of_frames
@@ -176,7 +176,8 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     if store.n < 2:
         message = "the camera did not move enough to create a second keyframe: identity trajectory, one keyframe"
     elif not interrupted:
-        global_ba(store, source, bopt, lm, bopt.final_iters, mopt, prior)
+        global_ba(store, source, bopt, lm, bopt.final_iters, mopt, prior, remeasure=bopt.refine_rounds,
+                  remeasure_iters=bopt.refine_iters)
     snap = store.snapshot()
     for k in range(snap.n):
         kf_frames[int(snap.frame_index[k])] = store.frames[k]
@@ -206,6 +207,16 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     finally:
         if fbar is not None:
             fbar.close()
+    if filler.remeasure and filler.refine and snap.n >= 2 and not interrupted and hasattr(source, "refine"):
+        rbar = _bar(len(ids_arr) - len(kf_set), "re-measuring", progress)
+        try:
+            again = ((f.index, prepare(f)) for f in seq if f.index not in kf_set)
+            poses, tracked = remeasure_trajectory(snap, store.feature_intrinsics(), poses, tracked, ids_arr, ts_arr,
+                                                  kf_frames, again, source, filler, lm, on_progress=rbar.update)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            rbar.close()
     if prior is not None:
         prior.close()
     frame_motion = motion_of_frames(snap, store.feature_intrinsics(), poses, ids_arr, tracks, mopt)
