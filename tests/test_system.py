@@ -31,8 +31,8 @@ def test_oracle_tracks_every_frame_accurately(world):
     cfg = load_config("run", ["correspondence=oracle", "image.pixels=19200"])
     recon = run_sequence(world, cfg, progress=False)
     assert len(recon.timestamps) == len(world) and recon.tracked.all()
-    assert len(recon.kf_indices) >= 3
-    assert _ate_pct(recon, world) < 5.0
+    assert len(recon.kf_indices) >= 2  # a slow orbit: 2-3 keyframes at 160x120
+    assert _ate_pct(recon, world) < 1.0
     # the threads shut down cleanly
     assert not any(t.name.startswith("slam-") for t in threading.enumerate())
 
@@ -51,8 +51,37 @@ def test_classical_tracks_every_frame(world):
     recon = run_sequence(world, cfg, progress=False)
     assert len(recon.timestamps) == len(world)
     assert recon.tracked.mean() > 0.9
-    # regression guard at the current accuracy (see docs/benchmarks.md); the issue's target is tighter
-    assert _ate_pct(recon, world) < 35.0
+    # regression guard near the current accuracy at 160x120 (1.0 %; docs/benchmarks.md has the 320x240 runs)
+    assert _ate_pct(recon, world) < 3.0
+
+
+def test_final_remeasurement_lowers_classical_error():
+    """backend.refine_rounds + filler.remeasure (Lucas-Kanade from the converged reprojection, the
+    default) against the one-shot DIS correspondences alone, on the same world
+    (table/orbit at 320x240: 0.14 -> 0.08 % of path when written)."""
+    table = make_world(seed=31, scene="table", motion="orbit", frames=48, width=320, height=240, focal=260.0)
+    base = ["correspondence=classical"]
+    off = run_sequence(table, load_config("run", base + ["backend.refine_rounds=0", "filler.remeasure=false",
+                                                         "correspondence.records=dis"]), progress=False)
+    on = run_sequence(table, load_config("run", base), progress=False)
+    assert on.tracked.all()
+    assert _ate_pct(on, table) < 0.75 * _ate_pct(off, table)
+    assert _ate_pct(on, table) < 0.15
+
+
+def test_parallax_filter_skips_keyframes_of_a_rotating_camera():
+    """frontend.filter_parallax: a camera that only rotates moves the image without parallax;
+    it still gets keyframes for overlap (filter_max_flow), but fewer, and every frame is tracked."""
+    rot = make_world(seed=4, scene="room", motion="rotation", frames=40, width=160, height=120, focal=130.0)
+    base = ["correspondence=oracle", "image.pixels=19200"]
+    with_filter = run_sequence(rot, load_config("run", base), progress=False)
+    without = run_sequence(rot, load_config("run", base + ["frontend.filter_parallax=0"]), progress=False)
+    assert len(with_filter.kf_indices) < len(without.kf_indices)
+    assert with_filter.tracked.mean() > 0.9
+    # rotation only: the estimated camera centres stay together (no invented translation)
+    centres = with_filter.poses[:, :3, 3]
+    spread = np.linalg.norm(centres - centres.mean(0), axis=1).max()
+    assert spread < 0.05 * np.abs(with_filter.kf_disps).mean() ** -1
 
 
 def test_run_cli_writes_every_output(tmp_path):
