@@ -70,11 +70,11 @@ def test_final_remeasurement_lowers_classical_error():
 
 
 def test_parallax_filter_skips_keyframes_of_a_rotating_camera():
-    """frontend.filter_parallax: a camera that only rotates moves the image without parallax;
+    """frontend.filter_parallax (off by default): a camera that only rotates moves the image without parallax;
     it still gets keyframes for overlap (filter_max_flow), but fewer, and every frame is tracked."""
     rot = make_world(seed=4, scene="room", motion="rotation", frames=40, width=160, height=120, focal=130.0)
     base = ["correspondence=oracle", "image.pixels=19200"]
-    with_filter = run_sequence(rot, load_config("run", base), progress=False)
+    with_filter = run_sequence(rot, load_config("run", base + ["frontend.filter_parallax=0.35"]), progress=False)
     without = run_sequence(rot, load_config("run", base + ["frontend.filter_parallax=0"]), progress=False)
     assert len(with_filter.kf_indices) < len(without.kf_indices)
     assert with_filter.tracked.mean() > 0.9

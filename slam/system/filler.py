@@ -108,27 +108,19 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
     # 2. the others: correspondences to both neighbouring keyframes, from a second pass
     if frames is not None and not done.all():
         row_of = {int(f): r for r, f in enumerate(frame_ids)}
-        pending: list[_Edge] = []
-        n_rows = 0
-        for fid, image in frames:
-            r = row_of.get(int(fid))
-            if r is None or done[r]:
-                continue
-            fd = source.prepare(int(fid), image)
-            anchors = sorted({int(prv[r]), int(nxt[r])})
-            upd = source.update([kf_frames[kf_ids[a]] for a in anchors], [fd] * len(anchors),
-                                _coords(snap, feature_K, poses, r, anchors))
-            pending += [_Edge(r, a, upd.target[e], upd.weight[e]) for e, a in enumerate(anchors)]
-            n_rows += 1
-            if n_rows >= options.chunk:
-                _refine_chunk(pending, snap, feature_K, poses, tracked, options, lm)
-                if on_progress:
-                    on_progress(n_rows)
-                pending, n_rows = [], 0
-        if pending:
-            _refine_chunk(pending, snap, feature_K, poses, tracked, options, lm)
-            if on_progress:
-                on_progress(n_rows)
+
+        def rows():
+            for fid, image in frames:
+                r = row_of.get(int(fid))
+                if r is None or done[r]:
+                    continue
+                fd = source.prepare(int(fid), image)
+                anchors = sorted({int(prv[r]), int(nxt[r])})
+                upd = source.update([kf_frames[kf_ids[a]] for a in anchors], [fd] * len(anchors),
+                                    _coords(snap, feature_K, poses, r, anchors))
+                yield [_Edge(r, a, upd.target[e], upd.weight[e]) for e, a in enumerate(anchors)]
+
+        _refine_rows(rows(), snap, feature_K, poses, tracked, options, lm, on_progress)
     T_wc = pp.SE3(poses.double()).Inv().matrix().numpy()
     return T_wc, tracked
 
@@ -167,29 +159,41 @@ def remeasure_trajectory(snap: Snapshot, feature_K: torch.Tensor, T_wc: np.ndarr
     kf_ids = snap.frame_index.tolist()
     kf_set = set(kf_ids)
     row_of = {int(f): r for r, f in enumerate(frame_ids)}
+
+    def rows():
+        for fid, image in frames:
+            r = row_of.get(int(fid))
+            if r is None or int(fid) in kf_set:
+                continue
+            fd = source.prepare(int(fid), image)
+            seen[r] = True
+            anchors = sorted({int(prv[r]), int(nxt[r])})
+            upd = refine([kf_frames[kf_ids[a]] for a in anchors], [fd] * len(anchors),
+                         _coords(snap, feature_K, poses, r, anchors))
+            yield [_Edge(r, a, upd.target[e], upd.weight[e]) for e, a in enumerate(anchors)]
+
+    _refine_rows(rows(), snap, feature_K, poses, ok, options, lm, on_progress)
+    return pp.SE3(poses.double()).Inv().matrix().numpy(), np.where(seen, ok, tracked)
+
+
+def _refine_rows(rows: Iterable[list["_Edge"]], snap: Snapshot, K: torch.Tensor, poses: torch.Tensor,
+                 flags: np.ndarray, options: FillerOptions, lm: LMOptions,
+                 on_progress: Callable[[int], None] | None) -> None:
+    """Pose-only BA of frames given one at a time (each as its list of edges), ``options.chunk`` frames per BA."""
     pending: list[_Edge] = []
     n_rows = 0
-    for fid, image in frames:
-        r = row_of.get(int(fid))
-        if r is None or int(fid) in kf_set:
-            continue
-        fd = source.prepare(int(fid), image)
-        seen[r] = True
-        anchors = sorted({int(prv[r]), int(nxt[r])})
-        upd = refine([kf_frames[kf_ids[a]] for a in anchors], [fd] * len(anchors),
-                     _coords(snap, feature_K, poses, r, anchors))
-        pending += [_Edge(r, a, upd.target[e], upd.weight[e]) for e, a in enumerate(anchors)]
+    for edges in rows:
+        pending += edges
         n_rows += 1
         if n_rows >= options.chunk:
-            _refine_chunk(pending, snap, feature_K, poses, ok, options, lm)
+            _refine_chunk(pending, snap, K, poses, flags, options, lm)
             if on_progress:
                 on_progress(n_rows)
             pending, n_rows = [], 0
     if pending:
-        _refine_chunk(pending, snap, feature_K, poses, ok, options, lm)
+        _refine_chunk(pending, snap, K, poses, flags, options, lm)
         if on_progress:
             on_progress(n_rows)
-    return pp.SE3(poses.double()).Inv().matrix().numpy(), np.where(seen, ok, tracked)
 
 
 @dataclass
