@@ -22,8 +22,7 @@ import pypose as pp
 import torch
 from evo.core.geometry import umeyama_alignment
 
-from slam.ba.dense_ba import LMOptions
-from slam.config import load_config
+from slam.config import load_config, lm_options
 from slam.corr import make_source, synthetic_world_for
 from slam.corr.base import EdgeUpdate
 from slam.corr.oracle import OracleFlow
@@ -79,9 +78,10 @@ def main() -> None:
         store.append(source.prepare(int(i), world[int(i)].image), float(i), pose, torch.from_numpy(disp))
     truth = world.gt_poses[idx][:, :3, 3]
     path = float(np.linalg.norm(np.diff(truth, axis=0), axis=1).sum())
-    lm = LMOptions(**dict(cfg.lm))
+    lm = lm_options(cfg.lm)
+    bopt = BackendOptions(**dict(cfg.backend))
     for rnd in range(3):
-        global_ba(store, source, BackendOptions(), lm, 12)
+        global_ba(store, source, bopt, lm, 12)
         est = pp.SE3(store.poses[: store.n]).Inv().translation().double().numpy()
         r, t, s = umeyama_alignment(est.T, truth.T, True)
         err = np.linalg.norm((s * (r @ est.T)).T + t - truth, axis=1)

@@ -294,7 +294,7 @@ class DenseBA:
         g.index_add_(0, idx.reshape(-1), ge.reshape(-1))
         if not self.optimize_disps:  # pose-only: the depth block and its coupling are never used
             return {"H": Hflat.view(D + 1, D + 1), "g": g, "C": None, "w": None, "Q": None,
-                    "cost": float(cost.detach()), "weight_sum": float(wt.sum(dtype=torch.float64).detach())}
+                    "cost": float(cost.detach()), "weight_sum": self._weight_sum(wt)}
         # depth diagonal and gradient
         wJd = wt * Jd
         C = torch.zeros(N, P, dtype=r.dtype, device=r.device)
@@ -320,7 +320,12 @@ class DenseBA:
             w = w + a * (self.disp_prior - disps).reshape(N, P)
             cost = cost + (a * (disps.reshape(N, P) - self.disp_prior.reshape(N, P)) ** 2).sum(dtype=torch.float64)
         return {"H": Hflat.view(D + 1, D + 1), "g": g, "C": C, "w": w, "Q": Q, "cost": float(cost.detach()),
-                "weight_sum": float(wt.sum(dtype=torch.float64).detach())}
+                "weight_sum": self._weight_sum(wt)}
+
+    def _weight_sum(self, wt: torch.Tensor) -> float | None:
+        """Sum of the residual weights (the focal's noise estimate needs it; None without a free focal,
+        which spares a device sync per iteration)."""
+        return float(wt.sum(dtype=torch.float64).detach()) if self.optimize_focal else None
 
     # --------------------------------------------------------------------- solve
     def solve(self, lin: dict, lam: float, eta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -370,20 +375,18 @@ class DenseBA:
         f_info = float(S[D - 1, D - 1].detach()) if self.optimize_focal else 0.0
         return dx[:D], dd, f_info
 
-    def _reduce(self, lin: dict, Cinv: torch.Tensor | None, dtype: torch.dtype | None = None
+    def _reduce(self, lin: dict, Cinv: torch.Tensor | None, dtype: torch.dtype
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reduced system ``(S (D, D), rhs (D + 1,))`` with the depths eliminated
         (Schur complement with the inverse depth block ``Cinv`` (N, HW); None: pose-only),
-        optionally computed in ``dtype``."""
+        computed in ``dtype``."""
         D, ridx = self.D, self.row_index
         H, g, w, Q = lin["H"], lin["g"], lin["w"], lin["Q"]
-        if dtype is not None:
-            H, g = H.to(dtype), g.to(dtype)
+        H, g = H.to(dtype), g.to(dtype)
         Sflat = H.reshape(-1).clone()
         rhs = g.clone()
         if Q is not None:
-            if dtype is not None:
-                Q, w, Cinv = Q.to(dtype), w.to(dtype), Cinv.to(dtype)
+            Q, w, Cinv = Q.to(dtype), w.to(dtype), Cinv.to(dtype)
             M = (Q * Cinv[:, None]) @ Q.transpose(1, 2)  # (N, R, R)
             v = (Q @ (Cinv * w)[..., None])[..., 0]  # (N, R)
             Sflat.index_add_(0, (ridx[:, :, None] * (D + 1) + ridx[:, None, :]).reshape(-1), -M.reshape(-1))

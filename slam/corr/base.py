@@ -64,6 +64,7 @@ class CorrespondenceSource(ABC):
 
     name: str = "base"
     iterative: bool = False
+    refines: bool = False  #: implements :meth:`refine` (a final re-measurement at the converged estimate)
     stride: int = 8
 
     @abstractmethod
@@ -90,6 +91,12 @@ class CorrespondenceSource(ABC):
         mag = (out.target[0] - grid[0]).norm(dim=-1)
         return float(mag[valid].mean()) if valid.any() else float("inf")
 
+
+    def refine(self, frames_i: list[FrameData], frames_j: list[FrameData], coords: torch.Tensor) -> EdgeUpdate:
+        """Re-measure the edges near ``coords`` (E, h, w, 2), the reprojection at a converged
+        estimate; only sources with ``refines = True`` implement it (the backend's final
+        refinement and the filler's re-measurement ask for it)."""
+        raise NotImplementedError(f"{self.name} does not refine its correspondences")
 
     def frame_edge(self, keyframe: FrameData, frame: FrameData, accurate: bool = False) -> EdgeUpdate:
         """Correspondences keyframe -> frame for a tracked non-keyframe (one edge),

@@ -51,7 +51,7 @@ class ClassicalOptions:
     refine_fb_sigma: float = 0.5  #: refinement forward-backward error (image px) at which the weight is exp(-1)
     refine_iters: int = 10        #: Lucas-Kanade iterations per pyramid level (at most)
     refine_eps: float = 0.03      #: ... or until the update is below this (image px)
-    records: str = "dis"          #: a tracked frame's correspondences: dis (checked DIS pair) | filter (motion filter's flow)
+    records: str = "filter"        #: a tracked frame's correspondences: dis (checked DIS pair) | filter (motion filter's flow)
 
 
 class ClassicalFlow(CorrespondenceSource):
@@ -59,6 +59,7 @@ class ClassicalFlow(CorrespondenceSource):
 
     name = "classical"
     iterative = False
+    refines = True
 
     def __init__(self, options: ClassicalOptions | None = None) -> None:
         self.opt = options or ClassicalOptions()
@@ -142,7 +143,7 @@ class ClassicalFlow(CorrespondenceSource):
         back = cv2.remap(bwd, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(1e4, 1e4))
         d = fwd + back
         err2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]  # squared forward-backward error
-        inside = (mx >= -0.5) & (mx <= W - 0.5) & (my >= -0.5) & (my <= H - 0.5)
+        inside = _inside(mx, my, W, H)
         conf = np.exp(err2 * (-1.0 / self.opt.fb_sigma ** 2)) * inside
         return fwd, conf.astype(np.float32)
 
@@ -195,7 +196,7 @@ class ClassicalFlow(CorrespondenceSource):
             if flow is not None and tex is not None:
                 H, W = flow.shape[:2]
                 mx, my = _sample_maps(flow)
-                valid = tex & (mx >= -0.5) & (mx <= W - 0.5) & (my >= -0.5) & (my <= H - 0.5)
+                valid = tex & _inside(mx, my, W, H)
                 tgt, share = flow_to_feature(flow, valid, self.stride)
                 wt = np.where(share < self.opt.min_confidence, 0.0, share).astype(np.float32)
                 weight = torch.from_numpy(wt)[None, ..., None].expand(-1, -1, -1, 2).contiguous()
@@ -240,8 +241,8 @@ class ClassicalFlow(CorrespondenceSource):
                                                     maxLevel=self.opt.refine_levels, criteria=crit, flags=flags)
             fb = np.linalg.norm(back - p0, axis=-1).reshape(h, w)
             q = p1.reshape(h, w, 2)
-            inside = (q[..., 0] >= -0.5) & (q[..., 0] <= W - 0.5) & (q[..., 1] >= -0.5) & (q[..., 1] <= H - 0.5)
-            ok = (st1.reshape(h, w) > 0) & (st2.reshape(h, w) > 0) & inside & np.isfinite(fb)
+            ok = (st1.reshape(h, w) > 0) & (st2.reshape(h, w) > 0) & _inside(q[..., 0], q[..., 1], W, H)
+            ok &= np.isfinite(fb)
             wt = np.where(ok, np.exp(-(np.nan_to_num(fb, nan=1e3) / self.opt.refine_fb_sigma) ** 2), 0.0)
             wt = np.where(wt < self.opt.min_confidence, 0.0, wt).astype(np.float32)
             tgt = ((q - c) / s).astype(np.float32)
@@ -298,6 +299,11 @@ def textured_mask(grey: np.ndarray, min_gradient: float) -> np.ndarray:
 def compose_flows(f_ab: np.ndarray, f_bc: np.ndarray) -> np.ndarray:
     """Flow a->c (H, W, 2) from a->b and b->c: ``f_ab(x) + f_bc(x + f_ab(x))`` (bilinear, edges replicated)."""
     return f_ab + cv2.remap(f_bc, *_sample_maps(f_ab), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _inside(x: np.ndarray, y: np.ndarray, W: int, H: int) -> np.ndarray:
+    """Whether image coordinates (pixel centres at integers) fall inside a W x H image."""
+    return (x >= -0.5) & (x <= W - 0.5) & (y >= -0.5) & (y <= H - 0.5)
 
 
 def _sample_maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

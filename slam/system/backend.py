@@ -38,7 +38,7 @@ class BackendOptions:
     proximity_max: int = 400        # proximity edges in total (each in both directions)
     optimize_focal: bool = True     # estimate the focal length when it is unknown
     inline: bool = True             # periodic global BA in the frontend's thread, fixed order (False: own thread)
-    refine_rounds: int = 0          # final refinement: re-measure the edges at the converged reprojection, BA again
+    refine_rounds: int = 1          # final refinement: re-measure the edges at the converged reprojection, BA again
     refine_iters: int = 6           # LM iterations of the BA after each re-measurement
 
 

@@ -33,7 +33,7 @@ class FillerOptions:
     iters: int = 6               # LM iterations per chunk
     min_points: int = 30         # confident correspondences (weight > 0.5, per edge on average) needed to call a frame tracked
     motion_weighting: bool = True  # scale weights by 1 - the keyframe's motion probability (set from motion.weighting)
-    remeasure: bool = False      # second pass: re-measure each frame against both neighbouring keyframes (source.refine)
+    remeasure: bool = True       # second pass: re-measure each frame against both neighbouring keyframes (source.refine)
 
 
 def interpolate_poses(snap: Snapshot, timestamps: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -89,22 +89,15 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
     done = is_kf.copy()
     # 1. frames tracked by the frontend: one edge each, from their records
     if tracks:
-        batch: list[_Edge] = []
-        for r, f in enumerate(frame_ids):
-            rec = tracks.get(int(f))
-            if done[r] or rec is None or rec.anchor not in slot_of:
-                continue
-            batch.append(_Edge(r, slot_of[rec.anchor], rec.target, rec.weight))
-            done[r] = True
-            if len(batch) >= options.chunk:
-                _refine_chunk(batch, snap, feature_K, poses, tracked, options, lm)
-                if on_progress:
-                    on_progress(len(batch))
-                batch = []
-        if batch:
-            _refine_chunk(batch, snap, feature_K, poses, tracked, options, lm)
-            if on_progress:
-                on_progress(len(batch))
+        def recorded():
+            for r, f in enumerate(frame_ids):
+                rec = tracks.get(int(f))
+                if done[r] or rec is None or rec.anchor not in slot_of:
+                    continue
+                done[r] = True
+                yield [_Edge(r, slot_of[rec.anchor], rec.target, rec.weight)]
+
+        _refine_rows(recorded(), snap, feature_K, poses, tracked, options, lm, on_progress)
     # 2. the others: correspondences to both neighbouring keyframes, from a second pass
     if frames is not None and not done.all():
         row_of = {int(f): r for r, f in enumerate(frame_ids)}
@@ -145,12 +138,11 @@ def remeasure_trajectory(snap: Snapshot, feature_K: torch.Tensor, T_wc: np.ndarr
         kf_frames: input-frame index -> the keyframe's correspondence data.
     Returns:
         ``(T_wc (F, 4, 4), tracked (F,))`` updated; unchanged when the source
-        has no ``refine``.  A re-measured frame is tracked when its new edges
+        does not refine (``source.refines``).  A re-measured frame is tracked when its new edges
         are strong enough (``options.min_points``); otherwise it keeps its
         pose but is no longer called tracked.
     """
-    refine = getattr(source, "refine", None)
-    if refine is None or snap.n < 2:
+    if not source.refines or snap.n < 2:
         return T_wc, tracked
     poses = pp.mat2SE3(torch.from_numpy(np.linalg.inv(T_wc)), check=False).tensor().to(snap.poses.dtype)
     ok = np.zeros_like(tracked)
@@ -168,8 +160,8 @@ def remeasure_trajectory(snap: Snapshot, feature_K: torch.Tensor, T_wc: np.ndarr
             fd = source.prepare(int(fid), image)
             seen[r] = True
             anchors = sorted({int(prv[r]), int(nxt[r])})
-            upd = refine([kf_frames[kf_ids[a]] for a in anchors], [fd] * len(anchors),
-                         _coords(snap, feature_K, poses, r, anchors))
+            upd = source.refine([kf_frames[kf_ids[a]] for a in anchors], [fd] * len(anchors),
+                                _coords(snap, feature_K, poses, r, anchors))
             yield [_Edge(r, a, upd.target[e], upd.weight[e]) for e, a in enumerate(anchors)]
 
     _refine_rows(rows(), snap, feature_K, poses, ok, options, lm, on_progress)

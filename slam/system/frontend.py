@@ -26,7 +26,7 @@ from slam.system.store import KeyframeStore, TrackRecord
 class FrontendOptions:
     """Tunables (mirrored, with comments, in ``configs/run.yaml`` under ``frontend``)."""
 
-    filter_thresh: float = 1.75     # mean flow (feature px) from the last keyframe that makes a new keyframe
+    filter_thresh: float = 1.5      # mean flow (feature px) from the last keyframe that makes a new keyframe
     filter_parallax: float = 0.0    # ... unless the flow left after the best-fitting rotation is below this (0: off)
     filter_max_flow: float = 6.0    # ... or the mean flow reaches this (feature px; keeps the overlap of a rotating camera)
     init_frames: int = 8            # keyframes collected before the first BA
@@ -34,7 +34,7 @@ class FrontendOptions:
     init_seed: int = 3              # keyframes adjusted jointly from identity at the start of the initialisation
     radius: int = 3                 # temporal edges to keyframes at most this many slots away
     window: int = 10                # local BA over the newest `window` keyframes
-    local_iters: int = 4            # LM iterations per new keyframe
+    local_iters: int = 2            # LM iterations per new keyframe
     proximity_thresh: float = 10.0  # frame distance (feature px) below which proximity edges are added
     proximity_nms: int = 1          # non-maximum suppression radius (slots) of proximity edges
     proximity_max: int = 4          # proximity edges per new keyframe (each in both directions)

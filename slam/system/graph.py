@@ -141,6 +141,10 @@ class FrameGraph:
 
     def correspond(self, ii: torch.Tensor, jj: torch.Tensor, state: Any = None):
         """Run the correspondence source on edges (slots), initialised from the current reprojection."""
+        return self.source.update(*self._reproject(ii, jj), state)
+
+    def _reproject(self, ii: torch.Tensor, jj: torch.Tensor) -> tuple[list, list, torch.Tensor]:
+        """The edges' endpoint frames and (E, h, w, 2) reprojection at the store's current estimate."""
         s = self.store
         with s.lock:
             fi = [s.frames[int(a)] for a in ii]
@@ -148,8 +152,7 @@ class FrameGraph:
             G = pp.SE3(s.poses[: s.n].clone())
             disps = s.disps[: s.n].clone()
             K = s.feature_intrinsics()
-        coords = project_edges(G, disps, K, ii.to(disps.device), jj.to(disps.device)).coords
-        return self.source.update(fi, fj, coords, state)
+        return fi, fj, project_edges(G, disps, K, ii.to(disps.device), jj.to(disps.device)).coords
 
     def refresh(self, mask: torch.Tensor | None = None) -> None:
         """Re-run an iterative (learned) source on the selected edges at the current
@@ -175,19 +178,11 @@ class FrameGraph:
         """Replace every edge's targets and weights with the source's ``refine``
         measurement at the current reprojection (a one-shot source's final
         refinement, e.g. :meth:`slam.corr.classical.ClassicalFlow.refine`).
-        Returns False (nothing changed) when the source has no ``refine``."""
-        refine = getattr(self.source, "refine", None)
-        if refine is None or len(self.edges) == 0:
+        Returns False (nothing changed) when the source does not refine (``refines``)."""
+        if not self.source.refines or len(self.edges) == 0:
             return False
-        s, e = self.store, self.edges
-        with s.lock:
-            fi = [s.frames[int(a)] for a in e.ii]
-            fj = [s.frames[int(b)] for b in e.jj]
-            G = pp.SE3(s.poses[: s.n].clone())
-            disps = s.disps[: s.n].clone()
-            K = s.feature_intrinsics()
-        coords = project_edges(G, disps, K, e.ii.to(disps.device), e.jj.to(disps.device)).coords
-        upd = refine(fi, fj, coords)
+        e = self.edges
+        upd = self.source.refine(*self._reproject(e.ii, e.jj))
         e.target = upd.target.to(e.target)
         e.weight = upd.weight.to(e.weight)
         return True

@@ -94,6 +94,7 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
         fopt = FrontendOptions(**dict(cfg.frontend))
         bopt = BackendOptions(**dict(cfg.backend))
         mopt = MotionOptions(**dict(cfg.motion))
+        filler = FillerOptions(**dict(cfg.filler), motion_weighting=mopt.weighting and mopt.mode != "off")
     except (ValueError, TypeError) as e:
         raise InputError(f"bad configuration: {e}") from None
     store = KeyframeStore(int(cfg.store.capacity), (W, H), stride,
@@ -184,7 +185,6 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     ts_arr = np.asarray(timestamps, dtype=np.float64)
     ids_arr = np.asarray(frame_ids, dtype=np.int64)
     restream = None
-    filler = FillerOptions(**dict(cfg.filler), motion_weighting=mopt.weighting and mopt.mode != "off")
     fbar = None
     with store.lock:
         tracks = dict(store.tracks)
@@ -207,7 +207,7 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     finally:
         if fbar is not None:
             fbar.close()
-    if filler.remeasure and filler.refine and snap.n >= 2 and not interrupted and hasattr(source, "refine"):
+    if filler.remeasure and filler.refine and snap.n >= 2 and not interrupted and source.refines:
         rbar = _bar(len(ids_arr) - len(kf_set), "re-measuring", progress)
         try:
             again = ((f.index, prepare(f)) for f in seq if f.index not in kf_set)
