@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from slam.memory import peak_rss_mb, reset_peak_rss
+
 if TYPE_CHECKING:  # the child process must not import torch (via slam.geometry.camera)
     from slam.data.sequence import Frame
     from slam.geometry.camera import Intrinsics
@@ -111,28 +113,6 @@ def frame_name(k: int) -> str:
     return f"frame_{k:06d}.png"
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (0 where unavailable).
-
-    Linux: ``VmHWM`` of ``/proc/self/status``, which belongs to this process's own
-    address space (``ru_maxrss`` of a child started with fork + exec starts at its
-    parent's size at the fork).  Elsewhere ``getrusage``'s ``ru_maxrss``.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return 0.0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
-
-
 def _sfm(image_dir: str, work: str, names: list[str], camera_model: str, params: list[float],
          refine_focal: bool, opts: dict[str, Any]) -> dict[str, Any]:
     """Run extraction, sequential matching and mapping; poses by image name.
@@ -141,6 +121,7 @@ def _sfm(image_dir: str, work: str, names: list[str], camera_model: str, params:
     """
     import pycolmap
 
+    reset_peak_rss()  # in-process runs (isolate=False) measure this run only
     pycolmap.logging.minloglevel = 0 if opts["verbose"] else 2
     pycolmap.set_random_seed(int(opts["seed"]))
     n = int(opts["num_threads"])
