@@ -51,12 +51,16 @@ class EdgeUpdate:
         weight: (E, h, w, 2) confidence weights in [0, 1].
         motion: optional (E, h, w) probability that the pixel moves independently.
         state: optional per-edge recurrent state (opaque; the graph stores it).
+        checked: False when the weights only mark valid pixels and are not a
+            consistency-checked confidence (the trajectory filler measures such
+            frames again before calling them tracked).
     """
 
     target: torch.Tensor
     weight: torch.Tensor
     motion: torch.Tensor | None = None
     state: Any = None
+    checked: bool = True
 
 
 class CorrespondenceSource(ABC):

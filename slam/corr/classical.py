@@ -200,7 +200,7 @@ class ClassicalFlow(CorrespondenceSource):
                 tgt, share = flow_to_feature(flow, valid, self.stride)
                 wt = np.where(share < self.opt.min_confidence, 0.0, share).astype(np.float32)
                 weight = torch.from_numpy(wt)[None, ..., None].expand(-1, -1, -1, 2).contiguous()
-                return EdgeUpdate(target=torch.from_numpy(tgt)[None], weight=weight)
+                return EdgeUpdate(target=torch.from_numpy(tgt)[None], weight=weight, checked=False)
         return super().frame_edge(keyframe, frame, accurate)
 
     def refine(self, frames_i: list[FrameData], frames_j: list[FrameData], coords: torch.Tensor) -> EdgeUpdate:

@@ -6,8 +6,9 @@ a pose-only BA against keyframe depths (held fixed): against the keyframe it
 was tracked against, with the correspondences the frontend recorded while
 tracking (no second pass over the input), or, for frames without such a
 record, against both a and b with correspondences a->t and b->t computed in a
-second pass.  Frames are processed in chunks so that each BA is a small
-batched problem.
+second pass; in that pass every frame can also be re-measured from its
+refined pose (``remeasure``).  Frames are processed in chunks so that each BA
+is a small batched problem.
 """
 from __future__ import annotations
 
@@ -63,16 +64,35 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
                     tracks: dict[int, TrackRecord] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Camera-to-world poses (F, 4, 4) and a tracked flag (F,) for every frame.
 
+    Stages (each a pose-only BA of ``options.chunk`` frames at a time, keyframe
+    depths held):
+
+    1. frames with a frontend record whose keyframe still exists: one edge
+       each, from the record (no image needed); a record whose weights are
+       not a checked confidence (``TrackRecord.checked``) refines the pose but
+       does not make the frame tracked;
+    2. in one pass over ``frames``, chunk by chunk: frames without such a
+       record are measured against both neighbouring keyframes
+       (``source.update``, started at the interpolated pose); then, when
+       ``options.remeasure`` and the source refines, every frame of the chunk
+       is re-measured from its current pose's reprojection
+       (``source.refine``).  A frame whose re-measurement is too weak keeps
+       its pose and gets one more checked measurement (``source.update``) if it
+       had none in this pass.
+
     Args:
         snap: final keyframe state.  feature_K: (4,) feature-resolution intrinsics.
         timestamps, frame_ids: (F,) of every input frame, in order.
         kf_frames: input-frame index -> the keyframe's correspondence data.
         frames: iterator of ``(frame_id, image at processing resolution)`` over
-            all frames again, used for the frames without a track record
-            (None: interpolation only for them).
+            the frames of :func:`second_pass_frames` (others are skipped; None:
+            stage 1 and interpolation only).
         tracks: the frontend's records (input-frame index -> correspondences
-            to its keyframe); frames with a record whose keyframe still exists
-            are refined against it with no second pass over the input.
+            to its keyframe).
+    Returns:
+        ``(T_wc (F, 4, 4), tracked (F,))``.  A frame is tracked when its last
+        checked measurement had ``options.min_points`` confident points per
+        edge; keyframes always are.
     """
     G0, prv, nxt = interpolate_poses(snap, timestamps)
     poses = G0.clone()
@@ -87,85 +107,95 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
     if not options.refine or snap.n < 2:
         return pp.SE3(poses.double()).Inv().matrix().numpy(), tracked
     done = is_kf.copy()
-    # 1. frames tracked by the frontend: one edge each, from their records
+    # 1. frames tracked by the frontend: one edge each, from their records; an unchecked record
+    #    (EdgeUpdate.checked) gives a pose but leaves the frame to stage 2 for its flag
     if tracks:
+        unchecked: list[int] = []
+
         def recorded():
             for r, f in enumerate(frame_ids):
                 rec = tracks.get(int(f))
                 if done[r] or rec is None or rec.anchor not in slot_of:
                     continue
-                done[r] = True
+                done[r] = rec.checked
+                if not rec.checked:
+                    unchecked.append(r)
                 yield [_Edge(r, slot_of[rec.anchor], rec.target, rec.weight)]
 
         _refine_rows(recorded(), snap, feature_K, poses, tracked, options, lm, on_progress)
-    # 2. the others: correspondences to both neighbouring keyframes, from a second pass
-    if frames is not None and not done.all():
-        row_of = {int(f): r for r, f in enumerate(frame_ids)}
-
-        def rows():
-            for fid, image in frames:
-                r = row_of.get(int(fid))
-                if r is None or done[r]:
-                    continue
-                fd = source.prepare(int(fid), image)
-                anchors = sorted({int(prv[r]), int(nxt[r])})
-                upd = source.update([kf_frames[kf_ids[a]] for a in anchors], [fd] * len(anchors),
-                                    _coords(snap, feature_K, poses, r, anchors))
-                yield [_Edge(r, a, upd.target[e], upd.weight[e]) for e, a in enumerate(anchors)]
-
-        _refine_rows(rows(), snap, feature_K, poses, tracked, options, lm, on_progress)
-    T_wc = pp.SE3(poses.double()).Inv().matrix().numpy()
-    return T_wc, tracked
-
-
-def remeasure_trajectory(snap: Snapshot, feature_K: torch.Tensor, T_wc: np.ndarray, tracked: np.ndarray,
-                         frame_ids: np.ndarray, timestamps: np.ndarray, kf_frames: dict[int, FrameData],
-                         frames: Iterable[tuple[int, np.ndarray]],
-                         source: CorrespondenceSource, options: FillerOptions, lm: LMOptions,
-                         on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Refine filled non-keyframe poses once more with re-measured correspondences.
-
-    For every frame of ``frames`` (a second pass over the input: ``(frame_id,
-    image at processing resolution)``) that is not a keyframe, the source's
-    ``refine`` (e.g. :meth:`slam.corr.classical.ClassicalFlow.refine`) measures
-    the pixels of both neighbouring keyframes in the frame, started at their
-    reprojection through the filled pose, and a pose-only BA against the
-    keyframe depths follows (chunks of ``options.chunk`` frames).
-
-    Args:
-        T_wc: (F, 4, 4) camera-to-world poses from :func:`fill_trajectory`
-            (not modified); tracked: (F,) its flags.
-        kf_frames: input-frame index -> the keyframe's correspondence data.
-    Returns:
-        ``(T_wc (F, 4, 4), tracked (F,))`` updated; unchanged when the source
-        does not refine (``source.refines``).  A re-measured frame is tracked when its new edges
-        are strong enough (``options.min_points``); otherwise it keeps its
-        pose but is no longer called tracked.
-    """
-    if not source.refines or snap.n < 2:
-        return T_wc, tracked
-    poses = pp.mat2SE3(torch.from_numpy(np.linalg.inv(T_wc)), check=False).tensor().to(snap.poses.dtype)
-    ok = np.zeros_like(tracked)
-    seen = np.zeros_like(tracked)
-    _, prv, nxt = interpolate_poses(snap, timestamps)
-    kf_ids = snap.frame_index.tolist()
-    kf_set = set(kf_ids)
+        tracked[unchecked] = False
+    if frames is None:
+        return pp.SE3(poses.double()).Inv().matrix().numpy(), tracked
+    # 2. one pass: measure the unrecorded frames, re-measure every frame of the chunk
+    remeasure = options.remeasure and source.refines
     row_of = {int(f): r for r, f in enumerate(frame_ids)}
 
-    def rows():
-        for fid, image in frames:
-            r = row_of.get(int(fid))
-            if r is None or int(fid) in kf_set:
-                continue
-            fd = source.prepare(int(fid), image)
-            seen[r] = True
+    def measure(chunk: list[tuple[int, FrameData]], refine: bool) -> np.ndarray:
+        """Measure the chunk's frames against both neighbouring keyframes and BA; (F,) ok flags."""
+        edges: list[_Edge] = []
+        for r, fd in chunk:
             anchors = sorted({int(prv[r]), int(nxt[r])})
-            upd = source.refine([kf_frames[kf_ids[a]] for a in anchors], [fd] * len(anchors),
-                                _coords(snap, feature_K, poses, r, anchors))
-            yield [_Edge(r, a, upd.target[e], upd.weight[e]) for e, a in enumerate(anchors)]
+            args = ([kf_frames[kf_ids[a]] for a in anchors], [fd] * len(anchors),
+                    _coords(snap, feature_K, poses, r, anchors))
+            upd = source.refine(*args) if refine else source.update(*args)
+            edges += [_Edge(r, a, upd.target[e], upd.weight[e]) for e, a in enumerate(anchors)]
+        ok = np.zeros(len(frame_ids), dtype=bool)
+        _refine_chunk(edges, snap, feature_K, poses, ok, options, lm)
+        return ok
 
-    _refine_rows(rows(), snap, feature_K, poses, ok, options, lm, on_progress)
-    return pp.SE3(poses.double()).Inv().matrix().numpy(), np.where(seen, ok, tracked)
+    def run_chunk(chunk: list[tuple[int, FrameData]]) -> None:
+        fresh = [(r, fd) for r, fd in chunk if not done[r]]  # unrecorded or unchecked
+        if fresh:
+            ok = measure(fresh, refine=False)
+            for r, _ in fresh:
+                tracked[r] = ok[r]
+        if remeasure:
+            ok = measure(chunk, refine=True)
+            tracked[[r for r, _ in chunk if ok[r]]] = True
+            # a failed re-measurement keeps the pose; a frame whose only measurement so far was
+            # the frontend's record gets a checked one
+            fresh_rows = {r for r, _ in fresh}
+            retry = [(r, fd) for r, fd in chunk if not ok[r] and r not in fresh_rows]
+            if retry:
+                ok = measure(retry, refine=False)
+                for r, _ in retry:
+                    tracked[r] = ok[r]
+        if on_progress:
+            on_progress(len(chunk))
+
+    chunk: list[tuple[int, FrameData]] = []
+    for fid, image in frames:
+        r = row_of.get(int(fid))
+        if r is None or is_kf[r] or (done[r] and not remeasure):
+            continue
+        chunk.append((r, source.prepare(int(fid), image)))
+        if len(chunk) >= options.chunk:
+            run_chunk(chunk)
+            chunk = []
+    if chunk:
+        run_chunk(chunk)
+    return pp.SE3(poses.double()).Inv().matrix().numpy(), tracked
+
+
+def recorded_frames(frame_ids: np.ndarray, kf_ids: set[int], tracks: dict[int, TrackRecord]) -> set[int]:
+    """Non-keyframes with a frontend record against a surviving keyframe (stage 1 of :func:`fill_trajectory`)."""
+    return {int(f) for f in frame_ids if int(f) not in kf_ids and int(f) in tracks and tracks[int(f)].anchor in kf_ids}
+
+
+def second_pass_frames(frame_ids: np.ndarray, kf_ids: set[int], tracks: dict[int, TrackRecord],
+                       options: FillerOptions, source: CorrespondenceSource) -> set[int]:
+    """Input-frame indices :func:`fill_trajectory` needs images of (its stage 2).
+
+    Every non-keyframe when re-measuring (``options.remeasure`` and a refining
+    source); otherwise the non-keyframes without a usable, checked record.
+    Empty when ``options.refine`` is off.
+    """
+    if not options.refine:
+        return set()
+    others = {int(f) for f in frame_ids if int(f) not in kf_ids}
+    if options.remeasure and source.refines:
+        return others
+    return others - {f for f in recorded_frames(frame_ids, kf_ids, tracks) if tracks[f].checked}
 
 
 def _refine_rows(rows: Iterable[list["_Edge"]], snap: Snapshot, K: torch.Tensor, poses: torch.Tensor,

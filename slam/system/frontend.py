@@ -95,7 +95,8 @@ class Frontend:
         if flow < self.opt.filter_thresh or upd is not None:
             if self.opt.record_tracks:
                 upd = upd if upd is not None else self.source.frame_edge(last, fd)
-                s.record_track(index, TrackRecord(last.index, upd.target[0].cpu(), upd.weight[0].cpu()))
+                s.record_track(index, TrackRecord(last.index, upd.target[0].cpu(), upd.weight[0].cpu(),
+                                                    upd.checked))
             return False
         with s.lock:
             n = s.n
@@ -298,5 +299,5 @@ class Frontend:
             for f, rec in list(s.tracks.items()):
                 if rec.anchor == fk:
                     t, w = compose_targets(t_ab, w_ab, rec.target, rec.weight)
-                    s.tracks[f] = TrackRecord(fa, t, w)
+                    s.tracks[f] = TrackRecord(fa, t, w, rec.checked)
             s.tracks[fk] = TrackRecord(fa, t_ab.clone(), w_ab.clone())

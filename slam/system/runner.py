@@ -11,7 +11,6 @@ reading, lets the threads finish cleanly and returns what was computed
 from __future__ import annotations
 
 import queue
-import resource
 import sys
 import threading
 import time
@@ -26,9 +25,15 @@ from slam.config import lm_options
 from slam.corr import make_source
 from slam.data.sequence import InputError, Sequence
 from slam.geometry.camera import Intrinsics, processing_size, resize_frame
+from slam.memory import peak_rss_mb, reset_peak_rss
 from slam.system.backend import Backend, BackendOptions, global_ba
 from slam.system.depth_prior import PriorTerm
-from slam.system.filler import FillerOptions, fill_trajectory, remeasure_trajectory
+from slam.system.filler import (
+    FillerOptions,
+    fill_trajectory,
+    recorded_frames,
+    second_pass_frames,
+)
 from slam.system.frontend import Frontend, FrontendOptions
 from slam.system.motion import MotionOptions
 from slam.system.motion import frame_motion as motion_of_frames
@@ -36,12 +41,6 @@ from slam.system.result import Reconstruction
 from slam.system.store import KeyframeStore
 
 _STOP = object()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 1024.0 if sys.platform != "darwin" else r / 2**20
 
 
 def resolve_intrinsics(seq: Sequence, cfg: DictConfig, width: int, height: int) -> tuple[Intrinsics, bool]:
@@ -78,6 +77,7 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
         InputError: empty input, frames of changing size, ...
     """
     t_start = time.perf_counter()
+    reset_peak_rss()  # summary.json reports this run's peak, not an earlier run's in the same process
     n_total = len(seq)
     if n_total == 0:
         raise InputError(f"{seq.path}: no frames")
@@ -184,18 +184,15 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
         kf_frames[int(snap.frame_index[k])] = store.frames[k]
     ts_arr = np.asarray(timestamps, dtype=np.float64)
     ids_arr = np.asarray(frame_ids, dtype=np.int64)
-    restream = None
     fbar = None
     with store.lock:
         tracks = dict(store.tracks)
     kf_set = set(kf_frames)
-    # frames the frontend did not record against a surviving keyframe need a second pass
-    need = {int(f) for f in frame_ids if int(f) not in kf_set and
-            (int(f) not in tracks or tracks[int(f)].anchor not in kf_set)}
+    # the filler's second pass: frames without a usable record, and every non-keyframe when re-measuring
+    again = second_pass_frames(ids_arr, kf_set, tracks, filler, source) if snap.n >= 2 and not interrupted else set()
+    restream = ((f.index, prepare(f)) for f in seq if f.index in again) if again else None
     if filler.refine and snap.n >= 2:
-        fbar = _bar(len(ids_arr) - len(kf_set), "filling", progress)
-        if need and not interrupted:
-            restream = ((f.index, prepare(f)) for f in seq if f.index in need)
+        fbar = _bar(len(recorded_frames(ids_arr, kf_set, tracks)) + len(again), "filling", progress)
     try:
         poses, tracked = fill_trajectory(snap, store.feature_intrinsics(), ts_arr, ids_arr, kf_frames, restream,
                                          source, filler, lm, on_progress=(fbar.update if fbar else None),
@@ -203,20 +200,10 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     except KeyboardInterrupt:
         interrupted = True
         poses, tracked = fill_trajectory(snap, store.feature_intrinsics(), ts_arr, ids_arr, kf_frames, None,
-                                         source, filler, lm)
+                                         source, filler, lm, tracks=tracks)
     finally:
         if fbar is not None:
             fbar.close()
-    if filler.remeasure and filler.refine and snap.n >= 2 and not interrupted and source.refines:
-        rbar = _bar(len(ids_arr) - len(kf_set), "re-measuring", progress)
-        try:
-            again = ((f.index, prepare(f)) for f in seq if f.index not in kf_set)
-            poses, tracked = remeasure_trajectory(snap, store.feature_intrinsics(), poses, tracked, ids_arr, ts_arr,
-                                                  kf_frames, again, source, filler, lm, on_progress=rbar.update)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            rbar.close()
     if prior is not None:
         prior.close()
     frame_motion = motion_of_frames(snap, store.feature_intrinsics(), poses, ids_arr, tracks, mopt)

@@ -32,11 +32,14 @@ class TrackRecord:
         anchor: input-frame index of that keyframe.
         target: (h, w, 2) coordinates in the frame of the keyframe's pixels (feature resolution).
         weight: (h, w, 2) their confidence.
+        checked: whether ``weight`` is a consistency-checked confidence
+            (:attr:`slam.corr.base.EdgeUpdate.checked`).
     """
 
     anchor: int
     target: torch.Tensor
     weight: torch.Tensor
+    checked: bool = True
 
 
 @dataclass
