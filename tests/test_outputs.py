@@ -124,6 +124,19 @@ def test_fuse_points_drops_inconsistent_keyframe():
     np.testing.assert_allclose(c4.xyz[:, 2], PLANE_Z, atol=1e-4)
 
 
+def test_fuse_points_low_confidence_neighbours_still_confirm():
+    recon = plane_recon(n_frames=9, kf_indices=(0, 4, 8))
+    h, w = recon.kf_disps.shape[1:]
+    recon.kf_confidence[1:] = 0.1  # only keyframe 0 is confident; its neighbours' depths are right but weak
+    cloud = fuse_cloud(recon, min_confidence=0.5, min_views=2)
+    assert set(np.unique(cloud.keyframe)) == {0} and len(cloud) > 0.5 * h * w
+    np.testing.assert_allclose(cloud.xyz[:, 2], PLANE_Z, atol=1e-4)
+    # demanding confident neighbours (the old rule) leaves nothing to confirm keyframe 0
+    assert len(fuse_cloud(recon, min_confidence=0.5, ref_confidence=0.5, min_views=2)) == 0
+    recon.kf_disps[1:] *= 1.3  # wrong weak neighbours do not confirm either
+    assert len(fuse_cloud(recon, min_confidence=0.5, min_views=2)) == 0
+
+
 def test_fuse_points_single_keyframe_and_confidence():
     recon = plane_recon(n_frames=1, kf_indices=(0,))
     h, w = recon.kf_disps.shape[1:]

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 import numpy as np
 
 from slam.geometry.pose import invert
@@ -119,14 +121,17 @@ def _consistent(K: np.ndarray, T_mk: np.ndarray, Pk: np.ndarray, uk: np.ndarray,
     return out
 
 
-def fuse_cloud(recon: Reconstruction, *, min_confidence: float = 0.5, consistency_px: float | None = 1.0,
-               rel_depth_tol: float = 0.05, min_views: int = 2, neighbours: int = 4,
+def fuse_cloud(recon: Reconstruction, *, min_confidence: float = 0.2, ref_confidence: float = 0.0,
+               consistency_px: float | None = 1.0, rel_depth_tol: float = 0.05, min_views: int = 3, neighbours: int = 4,
                max_points: int | None = 2_000_000, seed: int = 0) -> FusedCloud:
     """Fuse the keyframe depth maps of ``recon`` into a filtered, coloured point cloud.
 
     Args:
         recon: the run's result (see the module docstring for the fields used).
         min_confidence: keep pixels with ``kf_confidence >= min_confidence``.
+        ref_confidence: a neighbouring keyframe's depth takes part in the
+            consistency check where its confidence is at least this (agreement
+            with it is the evidence, so it need not be confident itself).
         consistency_px: forward-backward reprojection tolerance in feature pixels;
             None disables that part of the check.
         rel_depth_tol: relative depth agreement for a consistent neighbour.
@@ -148,7 +153,9 @@ def fuse_cloud(recon: Reconstruction, *, min_confidence: float = 0.5, consistenc
     h, w = disps.shape[1:]
     conf = recon.kf_confidence
     conf = np.ones_like(disps) if conf is None else np.asarray(conf, dtype=np.float64)
-    valid = (np.isfinite(disps) & (disps > MIN_DISP) & (conf >= min_confidence)).astype(np.float64)
+    usable = np.isfinite(disps) & (disps > MIN_DISP)
+    valid = (usable & (conf >= min_confidence)).astype(np.float64)
+    ref = (usable & (conf >= ref_confidence)).astype(np.float64)
     K = np.asarray(recon.feature_intrinsics, dtype=np.float64)
     poses = np.asarray(recon.kf_poses, dtype=np.float64)
     poses_inv = invert(poses)
@@ -169,7 +176,7 @@ def fuse_cloud(recon: Reconstruction, *, min_confidence: float = 0.5, consistenc
         if need > 0:
             for m in nbrs:
                 T_mk = poses_inv[m] @ poses[k]
-                views += _consistent(K, T_mk, Pk, uk, vk, disps[m], valid[m], rel_depth_tol, consistency_px)
+                views += _consistent(K, T_mk, Pk, uk, vk, disps[m], ref[m], rel_depth_tol, consistency_px)
             keep = views >= need
             Pk, uk, vk, views = Pk[keep], uk[keep], vk[keep], views[keep]
         if Pk.shape[0] == 0:
@@ -198,11 +205,7 @@ def fuse_cloud(recon: Reconstruction, *, min_confidence: float = 0.5, consistenc
     return cloud
 
 
-def fuse_points(recon: Reconstruction, *, min_confidence: float = 0.5, consistency_px: float | None = 1.0,
-                rel_depth_tol: float = 0.05, min_views: int = 2, neighbours: int = 4,
-                max_points: int | None = 2_000_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(xyz (P, 3) float32 world, rgb (P, 3) uint8)`` of :func:`fuse_cloud` (same arguments)."""
-    c = fuse_cloud(recon, min_confidence=min_confidence, consistency_px=consistency_px,
-                   rel_depth_tol=rel_depth_tol, min_views=min_views, neighbours=neighbours,
-                   max_points=max_points, seed=seed)
+def fuse_points(recon: Reconstruction, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(xyz (P, 3) float32 world, rgb (P, 3) uint8)`` of :func:`fuse_cloud` (same keyword arguments)."""
+    c = fuse_cloud(recon, **options)
     return c.xyz, c.rgb
