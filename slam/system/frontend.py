@@ -234,7 +234,7 @@ class Frontend:
             self.graph.add(ii, torch.full_like(ii, t))
             e = self.graph.edges
             solve_graph(s, self.graph, e.jj == t, fixed_below=t, options=lm or self.lm,
-                           motion=self.motion, prior=self.prior, optimize_disps=False)
+                           motion=self.motion, optimize_disps=False)  # pose-only: no depth prior
 
     def _normalize_scale(self) -> None:
         """Fix the monocular scale so that the mean inverse depth is 1."""
