@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from slam.cli import main as cli
 from slam.config import load_config
@@ -67,6 +68,35 @@ def test_final_remeasurement_lowers_classical_error():
     assert on.tracked.all()
     assert _ate_pct(on, table) < 0.75 * _ate_pct(off, table)
     assert _ate_pct(on, table) < 0.15
+
+
+def test_filler_flags_frames_from_checked_measurements(world, monkeypatch):
+    """The tracked flag comes from a forward-backward-checked measurement: a failed re-measurement keeps the
+    frame's pose and gets a checked DIS measurement instead; the motion filter's unchecked records give poses
+    but, without re-measurement, the frames are measured again before they count as tracked."""
+    from slam.corr.base import EdgeUpdate
+    from slam.corr.classical import ClassicalFlow
+
+    base = ["correspondence=classical", "image.pixels=19200", "backend.refine_rounds=0"]
+    plain = run_sequence(world, load_config("run", base + ["filler.remeasure=false"]), progress=False)
+    updated: set[int] = set()
+    update = ClassicalFlow.update
+
+    def counting_update(self, sources, targets, *args, **kwargs):
+        updated.update(fd.index for fd in targets)
+        return update(self, sources, targets, *args, **kwargs)
+
+    def failing_refine(self, sources, targets, coords):
+        return EdgeUpdate(target=coords.clone(), weight=torch.zeros_like(coords))
+
+    monkeypatch.setattr(ClassicalFlow, "update", counting_update)
+    monkeypatch.setattr(ClassicalFlow, "refine", failing_refine)
+    failed = run_sequence(world, load_config("run", base), progress=False)
+    others = set(range(len(world))) - {int(k) for k in failed.kf_indices}
+    assert failed.tracked.all() and plain.tracked.all()
+    assert others <= updated  # every non-keyframe got its checked DIS measurement
+    np.testing.assert_allclose(failed.poses[:, :3, 3], plain.poses[:, :3, 3], atol=1e-3)
+    assert _ate_pct(failed, world) < 3.0
 
 
 def test_parallax_filter_skips_keyframes_of_a_rotating_camera():
