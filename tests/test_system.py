@@ -99,6 +99,41 @@ def test_filler_flags_frames_from_checked_measurements(world, monkeypatch):
     assert _ate_pct(failed, world) < 3.0
 
 
+def _interrupting(world, at_pass: int, after: int):
+    """A copy of ``world`` whose ``at_pass``-th iteration (0: tracking, 1: the filler's pass) raises
+    KeyboardInterrupt (Ctrl-C) after ``after`` frames."""
+    base = type(world)
+
+    class Interrupting(base):
+        passes = 0
+
+        def __iter__(self):
+            p, type(self).passes = type(self).passes, type(self).passes + 1
+            for k, frame in enumerate(base.__iter__(self)):
+                if p == at_pass and k == after:
+                    raise KeyboardInterrupt
+                yield frame
+
+    copy = Interrupting.__new__(Interrupting)
+    copy.__dict__.update(world.__dict__)
+    return copy
+
+
+@pytest.mark.parametrize("at_pass,after,source", [(0, 30, "oracle"), (1, 20, "classical")])
+def test_ctrl_c_keeps_what_was_computed(world, at_pass, after, source):
+    """Ctrl-C while reading keeps the frames read so far; during the filler's pass (classical re-measures
+    every frame there), every frame keeps a pose and those measured before Ctrl-C count as tracked."""
+    cfg = load_config("run", [f"correspondence={source}", "image.pixels=19200"])
+    recon = run_sequence(_interrupting(world, at_pass, after), cfg, progress=False)
+    assert recon.interrupted
+    n = after if at_pass == 0 else len(world)
+    assert len(recon.timestamps) == n and np.isfinite(recon.poses).all()
+    assert len(recon.kf_indices) >= 2 and recon.tracked[:after].all()
+    m = compute_metrics(recon.timestamps, recon.poses, world.timestamps[:n], world.gt_poses[:n])
+    assert m["ate_rmse_m"] / m["path_length_m"] < 0.05
+    assert not any(t.name.startswith("slam-") for t in threading.enumerate())
+
+
 def test_parallax_filter_skips_keyframes_of_a_rotating_camera():
     """frontend.filter_parallax (off by default): a camera that only rotates moves the image without parallax;
     it still gets keyframes for overlap (filter_max_flow), but fewer, and every frame is tracked."""

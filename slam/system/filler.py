@@ -61,7 +61,7 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
                     kf_frames: dict[int, FrameData], frames: Iterable[tuple[int, np.ndarray]] | None,
                     source: CorrespondenceSource, options: FillerOptions, lm: LMOptions,
                     on_progress: Callable[[int], None] | None = None,
-                    tracks: dict[int, TrackRecord] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    tracks: dict[int, TrackRecord] | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
     """Camera-to-world poses (F, 4, 4) and a tracked flag (F,) for every frame.
 
     Stages (each a pose-only BA of ``options.chunk`` frames at a time, keyframe
@@ -90,9 +90,12 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
         tracks: the frontend's records (input-frame index -> correspondences
             to its keyframe).
     Returns:
-        ``(T_wc (F, 4, 4), tracked (F,))``.  A frame is tracked when its last
-        checked measurement had ``options.min_points`` confident points per
-        edge; keyframes always are.
+        ``(T_wc (F, 4, 4), tracked (F,), interrupted)``.  A frame is tracked
+        when its last checked measurement had ``options.min_points`` confident
+        points per edge; keyframes always are.  A KeyboardInterrupt while
+        ``frames`` is read ends the pass after the frames already read
+        (``interrupted`` True); the other frames keep their stage-1 or
+        interpolated poses.
     """
     G0, prv, nxt = interpolate_poses(snap, timestamps)
     poses = G0.clone()
@@ -105,7 +108,7 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
             poses[r] = snap.poses[slot_of[int(f)]]
             tracked[r] = True
     if not options.refine or snap.n < 2:
-        return pp.SE3(poses.double()).Inv().matrix().numpy(), tracked
+        return pp.SE3(poses.double()).Inv().matrix().numpy(), tracked, False
     done = is_kf.copy()
     # 1. frames tracked by the frontend: one edge each, from their records; an unchecked record
     #    (EdgeUpdate.checked) gives a pose but leaves the frame to stage 2 for its flag
@@ -125,7 +128,7 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
         _refine_rows(recorded(), snap, feature_K, poses, tracked, options, lm, on_progress)
         tracked[unchecked] = False
     if frames is None:
-        return pp.SE3(poses.double()).Inv().matrix().numpy(), tracked
+        return pp.SE3(poses.double()).Inv().matrix().numpy(), tracked, False
     # 2. one pass: measure the unrecorded frames, re-measure every frame of the chunk
     remeasure = options.remeasure and source.refines
     row_of = {int(f): r for r, f in enumerate(frame_ids)}
@@ -164,17 +167,21 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
             on_progress(len(chunk))
 
     chunk: list[tuple[int, FrameData]] = []
-    for fid, image in frames:
-        r = row_of.get(int(fid))
-        if r is None or is_kf[r] or (done[r] and not remeasure):
-            continue
-        chunk.append((r, source.prepare(int(fid), image)))
-        if len(chunk) >= options.chunk:
-            run_chunk(chunk)
-            chunk = []
+    interrupted = False
+    try:
+        for fid, image in frames:
+            r = row_of.get(int(fid))
+            if r is None or is_kf[r] or (done[r] and not remeasure):
+                continue
+            chunk.append((r, source.prepare(int(fid), image)))
+            if len(chunk) >= options.chunk:
+                run_chunk(chunk)
+                chunk = []
+    except KeyboardInterrupt:  # Ctrl-C while reading: finish the frames read (at most one chunk) and stop
+        interrupted = True
     if chunk:
         run_chunk(chunk)
-    return pp.SE3(poses.double()).Inv().matrix().numpy(), tracked
+    return pp.SE3(poses.double()).Inv().matrix().numpy(), tracked, interrupted
 
 
 def recorded_frames(frame_ids: np.ndarray, kf_ids: set[int], tracks: dict[int, TrackRecord]) -> set[int]:

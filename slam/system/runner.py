@@ -194,13 +194,14 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     if filler.refine and snap.n >= 2:
         fbar = _bar(len(recorded_frames(ids_arr, kf_set, tracks)) + len(again), "filling", progress)
     try:
-        poses, tracked = fill_trajectory(snap, store.feature_intrinsics(), ts_arr, ids_arr, kf_frames, restream,
-                                         source, filler, lm, on_progress=(fbar.update if fbar else None),
-                                         tracks=tracks)
+        poses, tracked, stopped = fill_trajectory(snap, store.feature_intrinsics(), ts_arr, ids_arr, kf_frames,
+                                                  restream, source, filler, lm,
+                                                  on_progress=(fbar.update if fbar else None), tracks=tracks)
+        interrupted = interrupted or stopped
     except KeyboardInterrupt:
         interrupted = True
-        poses, tracked = fill_trajectory(snap, store.feature_intrinsics(), ts_arr, ids_arr, kf_frames, None,
-                                         source, filler, lm, tracks=tracks)
+        poses, tracked, _ = fill_trajectory(snap, store.feature_intrinsics(), ts_arr, ids_arr, kf_frames, None,
+                                            source, filler, lm, tracks=tracks)
     finally:
         if fbar is not None:
             fbar.close()
