@@ -77,7 +77,8 @@ def test_filler_flags_frames_from_checked_measurements(world, monkeypatch):
     from slam.corr.base import EdgeUpdate
     from slam.corr.classical import ClassicalFlow
 
-    base = ["correspondence=classical", "image.pixels=19200", "backend.refine_rounds=0"]
+    # parallax filter off: every record is then the motion filter's (unchecked) flow
+    base = ["correspondence=classical", "image.pixels=19200", "backend.refine_rounds=0", "frontend.filter_parallax=0"]
     plain = run_sequence(world, load_config("run", base + ["filler.remeasure=false"]), progress=False)
     updated: set[int] = set()
     update = ClassicalFlow.update

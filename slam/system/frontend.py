@@ -27,7 +27,8 @@ class FrontendOptions:
     """Tunables (mirrored, with comments, in ``configs/run.yaml`` under ``frontend``)."""
 
     filter_thresh: float = 1.5      # mean flow (feature px) from the last keyframe that makes a new keyframe
-    filter_parallax: float = 0.0    # ... unless the flow left after the best-fitting rotation is below this (0: off)
+    filter_parallax: float = 0.35   # ... unless the flow left after the best-fitting rotation is below this (0: off;
+                                    # not applied with a depth prior)
     filter_max_flow: float = 6.0    # ... or the mean flow reaches this (feature px; keeps the overlap of a rotating camera)
     init_frames: int = 8            # keyframes collected before the first BA
     init_iters: int = 30            # LM iterations of the initialisation
@@ -85,7 +86,8 @@ class Frontend:
         last = s.frames[s.n - 1]
         flow = self.source.mean_flow(last, fd)
         upd = None
-        if flow >= self.opt.filter_thresh and 0 < self.opt.filter_parallax and flow < self.opt.filter_max_flow:
+        if (flow >= self.opt.filter_thresh and 0 < self.opt.filter_parallax and flow < self.opt.filter_max_flow
+                and self.prior is None):
             # a rotating camera moves the image without adding parallax: judge the flow a rotation leaves
             upd = self.source.frame_edge(last, fd, accurate=True)
             K = s.feature_intrinsics().double().cpu().numpy()
