@@ -14,9 +14,9 @@
 * Results: a markdown table on stdout, ``DIR/metrics.json`` (a list of rows,
   see :data:`ROW_KEYS`; rewritten after every sequence) and
   ``DIR/<sequence>.png`` (top view of the ground truth and every aligned estimate).
-* Peak memory: on Linux the process's peak-memory mark is reset before every
-  run (:func:`reset_peak_memory`), so each row reports its own run's peak;
-  COLMAP's is that of its own child process.
+* Peak memory: on Linux the process's peak-memory mark is reset at the start
+  of every run (:func:`slam.memory.reset_peak_rss`, in the runner), so each
+  row reports its own run's peak; COLMAP's is that of its own child process.
 
 Overrides starting with ``eval.`` set ``configs/eval.yaml``; the others set
 ``configs/run.yaml``.  Exit status: 0 when at least one run was evaluated, 1
@@ -116,17 +116,6 @@ def load_run_config(overrides: list[str]) -> "DictConfig":
 
 
 # ------------------------------------------------------------------ helpers
-def reset_peak_memory() -> bool:
-    """Reset this process's peak-memory mark (Linux ``/proc/self/clear_refs``), so that
-    the peak a run reports is its own and not that of an earlier run; False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     """``(eval overrides without the eval. prefix, run overrides)``; Hydra's ``+``/``++``/``~`` prefixes are kept."""
     ev, run = [], []
@@ -295,7 +284,6 @@ class _Evaluator:
         curves: dict[str, np.ndarray] = {}
         first_recon = None
         for method, cfg in self.configs:
-            reset_peak_memory()
             t0 = time.perf_counter()
             recon = run_sequence(seq, cfg, progress=self.progress)
             wall = time.perf_counter() - t0
