@@ -72,8 +72,9 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
        not a checked confidence (``TrackRecord.checked``) refines the pose but
        does not make the frame tracked;
     2. in one pass over ``frames``, chunk by chunk: frames without such a
-       record are measured against both neighbouring keyframes
-       (``source.update``, started at the interpolated pose); then, when
+       record (without a checked one, when not re-measuring) are measured
+       against both neighbouring keyframes (``source.update``, started at
+       the interpolated pose); then, when
        ``options.remeasure`` and the source refines, every frame of the chunk
        is re-measured from its current pose's reprojection
        (``source.refine``).  A frame whose re-measurement is too weak keeps
@@ -110,6 +111,7 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
     if not options.refine or snap.n < 2:
         return pp.SE3(poses.double()).Inv().matrix().numpy(), tracked, False
     done = is_kf.copy()
+    posed = is_kf.copy()  # has a measured pose (keyframe or stage 1), a start close enough for refine
     # 1. frames tracked by the frontend: one edge each, from their records; an unchecked record
     #    (EdgeUpdate.checked) gives a pose but leaves the frame to stage 2 for its flag
     if tracks:
@@ -121,6 +123,7 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
                 if done[r] or rec is None or rec.anchor not in slot_of:
                     continue
                 done[r] = rec.checked
+                posed[r] = True
                 if not rec.checked:
                     unchecked.append(r)
                 yield [_Edge(r, slot_of[rec.anchor], rec.target, rec.weight)]
@@ -147,7 +150,9 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
         return ok
 
     def run_chunk(chunk: list[tuple[int, FrameData]]) -> None:
-        fresh = [(r, fd) for r, fd in chunk if not done[r]]  # unrecorded or unchecked
+        # DIS first for frames without a measured pose; an unchecked record's frame is checked by the
+        # re-measurement itself when there is one
+        fresh = [(r, fd) for r, fd in chunk if not (posed[r] if remeasure else done[r])]
         if fresh:
             ok = measure(fresh, refine=False)
             for r, _ in fresh:
