@@ -354,7 +354,7 @@ class DenseBA:
         # the reduced system is small ((6N+1)^2) but ill-conditioned (monocular scale, weak
         # parallax): formed and solved in double precision, float32 steps vary with the
         # summation order of multithreaded kernels and LM then ends in different minima
-        S, rhs = self._reduce(lin, Cinv, torch.float64)
+        S, rhs = self._reduce(lin, Cinv)
         free = self.free
         Sf = S[free][:, free]
         diag = torch.diagonal(Sf)
@@ -375,12 +375,11 @@ class DenseBA:
         f_info = float(S[D - 1, D - 1].detach()) if self.optimize_focal else 0.0
         return dx[:D], dd, f_info
 
-    def _reduce(self, lin: dict, Cinv: torch.Tensor | None, dtype: torch.dtype
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _reduce(self, lin: dict, Cinv: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Reduced system ``(S (D, D), rhs (D + 1,))`` with the depths eliminated
         (Schur complement with the inverse depth block ``Cinv`` (N, HW); None: pose-only),
-        computed in ``dtype``."""
-        D, ridx = self.D, self.row_index
+        computed in double precision."""
+        D, ridx, dtype = self.D, self.row_index, torch.float64
         H, g, w, Q = lin["H"], lin["g"], lin["w"], lin["Q"]
         H, g = H.to(dtype), g.to(dtype)
         Sflat = H.reshape(-1).clone()
@@ -413,7 +412,7 @@ class DenseBA:
             return float("nan")
         # undamped, in double precision: the Schur complement of a float32 system can lose definiteness
         Cinv = None if lin["Q"] is None else 1.0 / (lin["C"].double() + self.opt.eps_disp)
-        S, _ = self._reduce(lin, Cinv, torch.float64)
+        S, _ = self._reduce(lin, Cinv)
         Sf = S[self.free][:, self.free]
         # the monocular scale is a null direction of S (the focal is independent of it):
         # a tiny relative damping makes the inverse exist without changing the focal's variance
@@ -426,6 +425,11 @@ class DenseBA:
         var = float(torch.cholesky_solve(e, L)[-1, 0])
         sigma = self.opt.focal_noise_px if sigma is None else sigma
         return float((max(var, 0.0) * sigma ** 2) ** 0.5 / float(intrinsics[0]))
+
+    def _focal_bounds(self, disps: torch.Tensor) -> tuple[float, float]:
+        """Focal range in pixels: ``focal_range`` times the larger side of the (N, H, W) depth maps."""
+        side = float(max(disps.shape[-2:]))
+        return self.opt.focal_range[0] * side, self.opt.focal_range[1] * side
 
     def hold_focal(self) -> None:
         """Stop estimating the focal (it keeps its current value)."""
@@ -442,8 +446,7 @@ class DenseBA:
         if self.optimize_focal:
             step = self.opt.focal_max_step * K[0]
             f = K[0] + torch.maximum(torch.minimum(dx[-1], step), -step)
-            side = float(max(disps.shape[-2:]))
-            f = f.clamp(self.opt.focal_range[0] * side, self.opt.focal_range[1] * side)
+            f = f.clamp(*self._focal_bounds(disps))
             K = torch.stack([f, f * K[1] / K[0], K[2], K[3]])
         return new_poses, new_disps, K
 
@@ -492,9 +495,8 @@ class DenseBA:
         if self.optimize_focal and lin is not None:
             sigma = max((res.costs[-1] / max(lin["weight_sum"], 1e-12)) ** 0.5, self.opt.focal_noise_px)
             std = self.focal_std(lin, res.intrinsics, sigma)
-            side = float(max(disps.shape[-2:]))
             f = float(res.intrinsics[0])
-            at_bound = min(abs(f - self.opt.focal_range[0] * side), abs(f - self.opt.focal_range[1] * side)) < 1e-4 * f
+            at_bound = min(abs(f - b) for b in self._focal_bounds(disps)) < 1e-4 * f
             if at_bound or (self.opt.focal_max_std > 0 and not std <= self.opt.focal_max_std):
                 self.hold_focal()
                 res, _ = self._levenberg_marquardt(poses, disps, intrinsics)

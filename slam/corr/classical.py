@@ -234,8 +234,8 @@ class ClassicalFlow(CorrespondenceSource):
         targets, weights = [], []
         for e, (a, b) in enumerate(zip(frames_i, frames_j)):
             H, W = a.features.shape[:2]
-            p1 = np.ascontiguousarray(init[e], dtype=np.float32)
-            p1, st1, _ = cv2.calcOpticalFlowPyrLK(a.features, b.features, p0, p1.copy(), winSize=win,
+            p1 = np.array(init[e], dtype=np.float32)  # a copy: OpenCV writes into the initial points
+            p1, st1, _ = cv2.calcOpticalFlowPyrLK(a.features, b.features, p0, p1, winSize=win,
                                                   maxLevel=self.opt.refine_levels, criteria=crit, flags=flags)
             back, st2, _ = cv2.calcOpticalFlowPyrLK(b.features, a.features, p1, p0.copy(), winSize=win,
                                                     maxLevel=self.opt.refine_levels, criteria=crit, flags=flags)

@@ -135,6 +135,7 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
     # 2. one pass: measure the unrecorded frames, re-measure every frame of the chunk
     remeasure = options.remeasure and source.refines
     row_of = {int(f): r for r, f in enumerate(frame_ids)}
+    need = second_pass_frames(frame_ids, set(kf_ids), tracks or {}, options, source)
 
     def measure(chunk: list[tuple[int, FrameData]], refine: bool) -> np.ndarray:
         """Measure the chunk's frames against both neighbouring keyframes and BA; (F,) ok flags."""
@@ -176,7 +177,7 @@ def fill_trajectory(snap: Snapshot, feature_K: torch.Tensor, timestamps: np.ndar
     try:
         for fid, image in frames:
             r = row_of.get(int(fid))
-            if r is None or is_kf[r] or (done[r] and not remeasure):
+            if r is None or int(fid) not in need:
                 continue
             chunk.append((r, source.prepare(int(fid), image)))
             if len(chunk) >= options.chunk:
