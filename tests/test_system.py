@@ -123,8 +123,9 @@ def _interrupting(world, at_pass: int, after: int):
 @pytest.mark.parametrize("at_pass,after,source", [(0, 30, "oracle"), (1, 20, "classical")])
 def test_ctrl_c_keeps_what_was_computed(world, at_pass, after, source):
     """Ctrl-C while reading keeps the frames read so far; during the filler's pass (classical re-measures
-    every frame there), every frame keeps a pose and those measured before Ctrl-C count as tracked."""
-    cfg = load_config("run", [f"correspondence={source}", "image.pixels=19200"])
+    every frame there; frame_cache_mb=0 makes it decode the input again), every frame keeps a pose and
+    those measured before Ctrl-C count as tracked."""
+    cfg = load_config("run", [f"correspondence={source}", "image.pixels=19200", "frame_cache_mb=0"])
     recon = run_sequence(_interrupting(world, at_pass, after), cfg, progress=False)
     assert recon.interrupted
     n = after if at_pass == 0 else len(world)
@@ -133,6 +134,31 @@ def test_ctrl_c_keeps_what_was_computed(world, at_pass, after, source):
     m = compute_metrics(recon.timestamps, recon.poses, world.timestamps[:n], world.gt_poses[:n])
     assert m["ate_rmse_m"] / m["path_length_m"] < 0.05
     assert not any(t.name.startswith("slam-") for t in threading.enumerate())
+
+
+def test_filler_pass_uses_the_frames_kept_in_memory(world):
+    """With the frames kept while tracking (frame_cache_mb), the filler's second pass does not read the
+    input again, and gives the same trajectory as decoding it again (frame_cache_mb=0)."""
+    base = type(world)
+
+    class Counting(base):
+        passes = 0
+
+        def __iter__(self):
+            type(self).passes += 1
+            return base.__iter__(self)
+
+    def run(cache_mb: int):
+        seq = Counting.__new__(Counting)
+        seq.__dict__.update(world.__dict__)
+        Counting.passes = 0
+        cfg = load_config("run", ["correspondence=classical", "image.pixels=19200", f"frame_cache_mb={cache_mb}"])
+        return run_sequence(seq, cfg, progress=False), Counting.passes
+
+    kept, passes_kept = run(64)
+    again, passes_again = run(0)
+    assert (passes_kept, passes_again) == (1, 2)
+    assert kept.tracked.all() and np.allclose(kept.poses, again.poses, atol=1e-6)
 
 
 def test_parallax_filter_skips_keyframes_of_a_rotating_camera():

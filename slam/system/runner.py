@@ -112,6 +112,9 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
         return resize_frame(img, K_in, W, H)[0]
 
     frames_q: queue.Queue = queue.Queue(maxsize=int(cfg.queue_size))
+    # processing-resolution frames kept for the filler's second pass, so that it need not decode the input again
+    kept: dict[int, np.ndarray] = {}
+    keep_bytes = int(float(cfg.get("frame_cache_mb", 0)) * 2 ** 20)
     timestamps: list[float] = []
     frame_ids: list[int] = []
     errors: list[BaseException] = []
@@ -153,6 +156,8 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
                     continue
             timestamps.append(frame.timestamp)
             frame_ids.append(frame.index)
+            if (len(kept) + 1) * img.nbytes <= keep_bytes:
+                kept[frame.index] = img
             bar.update(1)
             bar.set_postfix(kf=store.n, refresh=False)
     except KeyboardInterrupt:
@@ -190,7 +195,11 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     kf_set = set(kf_frames)
     # the filler's second pass: frames without a usable record, and every non-keyframe when re-measuring
     again = second_pass_frames(ids_arr, kf_set, tracks, filler, source) if snap.n >= 2 and not interrupted else set()
-    restream = ((f.index, prepare(f)) for f in seq if f.index in again) if again else None
+    restream = None
+    if again and again <= kept.keys():  # every frame of the pass is in memory: no second decode
+        restream = ((i, kept[i]) for i in ids_arr.tolist() if i in again)
+    elif again:
+        restream = ((f.index, prepare(f)) for f in seq if f.index in again)
     if filler.refine and snap.n >= 2:
         fbar = _bar(len(recorded_frames(ids_arr, kf_set, tracks)) + len(again), "filling", progress)
     try:
@@ -205,6 +214,7 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     finally:
         if fbar is not None:
             fbar.close()
+    kept.clear()
     if prior is not None:
         prior.close()
     frame_motion = motion_of_frames(snap, store.feature_intrinsics(), poses, ids_arr, tracks, mopt)
