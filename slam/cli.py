@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "synth": "synth",
     "train": "train",
     "adapt": "adapt",
+    "adapt-depth": "adapt_depth",
     "view": "view",
     "ba-demo": "ba_demo",
 }

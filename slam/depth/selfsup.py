@@ -1,0 +1,324 @@
+"""Self-supervised adaptation of the monocular depth network to one video.
+
+The camera poses and intrinsics of a reconstruction of the video (``slam run``,
+any correspondence source) are held fixed; the network
+(:class:`slam.depth.monodepth.MonoDepthNet`) is trained so that its inverse
+depth of a target frame ``t`` re-synthesises ``t`` from its neighbours
+``t - g`` and ``t + g`` (view synthesis, as Monodepth2 with known poses):
+
+* the prediction ``d`` (up to scale) is brought to the run's scale per image,
+  ``d * m_t / median(d)``, where ``m_t`` is the median inverse depth of the
+  keyframe nearest to ``t`` (the scale factor is not differentiated);
+* pixel ``p`` of ``t`` goes to ``K T_st (K^-1 p / d(p))`` in source ``s``, with
+  ``T_st = T_s^-1 T_t`` (camera-to-world poses; pixel centres at integer
+  coordinates), and ``s`` is sampled there bilinearly;
+* photometric error ``alpha (1 - SSIM) / 2 + (1 - alpha) |.|``
+  (:func:`slam.train.losses.photometric_error`), the minimum over the
+  sources per pixel; pixels whose error without warping is already lower
+  (a static camera, objects moving with it) are left out (auto-masking), as
+  are pixels that leave every source;
+* plus an edge-aware smoothness of the mean-normalised inverse depth.
+
+No label is used: the video and its own reconstruction are the supervision.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from slam.depth.monodepth import MonoDepthNet, load_monodepth, save_monodepth
+from slam.train.losses import photometric_error, smoothness, warp
+
+
+@dataclass
+class SelfSupOptions:
+    """Tunables (mirrored, with comments, in ``configs/adapt_depth.yaml``)."""
+
+    size: tuple[int, int] = (128, 96)  # (W, H) training size: the network prior's input size (depth.prior.network.size)
+    batch: int = 4                     # target frames per step
+    max_gap: int = 4                   # sources are g = 1..max_gap frames before and after the target
+    lr: float = 1.0e-4                 # AdamW learning rate (constant)
+    weight_decay: float = 1.0e-5       # AdamW weight decay
+    clip: float = 1.0                  # gradient-norm clipping
+    alpha: float = 0.85                # SSIM share of the photometric error
+    smooth: float = 1.0e-3             # weight of the edge-aware smoothness
+    automask: bool = True              # leave out pixels the unwarped source already explains better
+    min_disp_ratio: float = 0.01       # scaled inverse depths are kept above this fraction of their median
+
+    def __post_init__(self) -> None:
+        try:
+            self.size = (int(self.size[0]), int(self.size[1]))
+            self.batch, self.max_gap = int(self.batch), int(self.max_gap)
+            for name in ("lr", "weight_decay", "clip", "alpha", "smooth", "min_disp_ratio"):
+                setattr(self, name, float(getattr(self, name)))
+        except (TypeError, ValueError, IndexError) as e:
+            raise ValueError(f"train: {e}") from None
+        if min(self.size) < 16 or self.batch < 1 or self.max_gap < 1 or not self.lr > 0 or not 0 <= self.alpha <= 1:
+            raise ValueError("train: need size >= 16 px, batch >= 1, max_gap >= 1, lr > 0 and 0 <= alpha <= 1")
+
+
+def scale_intrinsics(K: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """``[fx, fy, cx, cy]`` of an image of size ``src`` (W, H) resized to ``dst`` (pixel-centre convention)."""
+    sx, sy = dst[0] / src[0], dst[1] / src[1]
+    return np.array([K[0] * sx, K[1] * sy, (K[2] + 0.5) * sx - 0.5, (K[3] + 0.5) * sy - 0.5], np.float64)
+
+
+def reproject(disp: torch.Tensor, K: torch.Tensor, T_st: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the pixels of a target image land in a source image.
+
+    Args:
+        disp: (B, H, W) target inverse depth (> 0).
+        K: (4,) ``[fx, fy, cx, cy]`` of both images.
+        T_st: (B, 4, 4) target-camera -> source-camera transform.
+    Returns:
+        ``(flow (B, 2, H, W) in source pixels minus the target pixel, in_front (B, H, W) bool)``.
+    """
+    B, H, W = disp.shape
+    v, u = torch.meshgrid(torch.arange(H, dtype=disp.dtype, device=disp.device),
+                          torch.arange(W, dtype=disp.dtype, device=disp.device), indexing="ij")
+    fx, fy, cx, cy = K.to(disp)
+    ray = torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u)], 0).reshape(3, -1)  # (3, HW)
+    X = ray[None] / disp.reshape(B, 1, -1)  # (B, 3, HW) points of the target camera
+    R, t = T_st[:, :3, :3].to(disp), T_st[:, :3, 3:].to(disp)
+    Y = R @ X + t
+    z = Y[:, 2]
+    in_front = z > 1e-6
+    zs = torch.where(in_front, z, torch.ones_like(z))
+    px = fx * Y[:, 0] / zs + cx
+    py = fy * Y[:, 1] / zs + cy
+    flow = torch.stack([px.reshape(B, H, W) - u, py.reshape(B, H, W) - v], 1)
+    return flow, in_front.reshape(B, H, W)
+
+
+def view_synthesis_loss(disp_raw: torch.Tensor, target: torch.Tensor, sources: torch.Tensor, T_st: torch.Tensor,
+                        K: torch.Tensor, run_scale: torch.Tensor, opt: SelfSupOptions
+                        ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The self-supervised loss of one batch (see the module docstring).
+
+    Args:
+        disp_raw: (B, H, W) the network's inverse depth of the targets.
+        target: (B, 3, H, W) target images in [0, 1].
+        sources: (B, S, 3, H, W) source images; T_st: (B, S, 4, 4) target -> source camera.
+        K: (4,) intrinsics at (W, H); run_scale: (B,) median run inverse depth near each target.
+    Returns:
+        ``(loss, {"photo", "smooth", "masked"})``; ``masked`` is the share of pixels used.
+    """
+    B, S = sources.shape[:2]
+    med = disp_raw.detach().flatten(1).median(1).values.clamp(min=1e-6)
+    disp = disp_raw * (run_scale.to(disp_raw) / med)[:, None, None]
+    disp = disp.clamp(min=1e-9) + opt.min_disp_ratio * run_scale.to(disp_raw)[:, None, None]
+    warped_err, ident_err = [], []
+    big = torch.tensor(1e3, dtype=target.dtype, device=target.device)
+    for s in range(S):
+        flow, front = reproject(disp, K, T_st[:, s])
+        img, inside = warp(sources[:, s], flow)
+        e = photometric_error(target, img, opt.alpha)
+        warped_err.append(torch.where(front & inside, e, big))
+        ident_err.append(photometric_error(target, sources[:, s], opt.alpha))
+    we = torch.stack(warped_err, 1).min(1).values
+    use = we < big
+    if opt.automask:
+        use = use & (we < torch.stack(ident_err, 1).min(1).values)
+    m = use.float()
+    photo = (we * m).sum() / m.sum().clamp(min=1)
+    nd = disp_raw / disp_raw.detach().flatten(1).mean(1).clamp(min=1e-6)[:, None, None]
+    sm = smoothness(nd[:, None], target)
+    loss = photo + opt.smooth * sm
+    return loss, {"photo": float(photo.detach()), "smooth": float(sm.detach()), "masked": float(m.mean())}
+
+
+class VideoSamples:
+    """Training samples of one video and its reconstruction.
+
+    Args:
+        frames: (F, H, W, 3) uint8 frames at the training size.
+        poses: (F, 4, 4) camera-to-world poses of those frames.
+        K: (4,) intrinsics at the training size.
+        run_scale: (F,) median inverse depth of each frame's nearest keyframe (the run's scale).
+        max_gap: sources are 1..max_gap frames away.
+    """
+
+    def __init__(self, frames: np.ndarray, poses: np.ndarray, K: np.ndarray, run_scale: np.ndarray,
+                 max_gap: int) -> None:
+        if len(frames) < 2:
+            raise ValueError("self-supervision needs at least 2 frames")
+        self.images = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+        self.poses = torch.from_numpy(np.asarray(poses, np.float64))
+        self.K = torch.from_numpy(np.asarray(K, np.float64)).float()
+        self.scale = torch.from_numpy(np.asarray(run_scale, np.float64)).float()
+        self.max_gap = max(1, min(int(max_gap), len(frames) - 1))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, targets: np.ndarray, gaps: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """``(target (B, 3, H, W), sources (B, 2, 3, H, W), T_st (B, 2, 4, 4), run_scale (B,))`` for
+        targets ``t`` with sources ``t - g`` and ``t + g`` (a missing side repeats the other)."""
+        n = len(self)
+        src = []
+        for t, g in zip(targets.tolist(), gaps.tolist()):
+            a, b = t - g, t + g
+            a = a if a >= 0 else b
+            b = b if b < n else a
+            src.append((a, b))
+        src_idx = torch.tensor(src, dtype=torch.long)
+        tgt = torch.as_tensor(targets, dtype=torch.long)
+        P_t = self.poses[tgt]
+        P_s = self.poses[src_idx]
+        T_st = torch.linalg.inv(P_s) @ P_t[:, None]
+        return self.images[tgt], self.images[src_idx], T_st.float(), self.scale[tgt]
+
+    def draw(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Random targets and gaps (gaps never exceed the distance to the far end)."""
+        t = rng.integers(0, len(self), size)
+        g = rng.integers(1, self.max_gap + 1, size)
+        far = np.maximum(t, len(self) - 1 - t)
+        return t, np.minimum(g, far).clip(min=1)
+
+
+def run_scales(kf_indices: np.ndarray, kf_disps: np.ndarray, frame_ids: np.ndarray) -> np.ndarray:
+    """(F,) median inverse depth of the keyframe nearest (in frame index) to each frame."""
+    med = np.array([float(np.median(d[d > 0])) if (d > 0).any() else 1.0 for d in kf_disps])
+    nearest = np.abs(frame_ids[:, None] - kf_indices[None, :]).argmin(1)
+    return med[nearest]
+
+
+def adapt_depth(model: MonoDepthNet, samples: VideoSamples, opt: SelfSupOptions, *, time_s: float | None,
+                steps: int | None, seed: int, progress: bool = False, check: int = 16
+                ) -> dict[str, Any]:
+    """Train ``model`` in place on ``samples`` for ``time_s`` seconds and/or ``steps`` steps
+    (whichever ends first; at least one step; Ctrl-C ends it early, ``interrupted`` True).
+
+    ``check`` fixed samples (drawn with ``seed``) measure the photometric loss before and
+    after, in evaluation mode.  Returns a summary: steps, wall time, loss history
+    (one value per step), and ``check_before`` / ``check_after``.
+    """
+    if time_s is None and steps is None:
+        raise ValueError("give a time budget or a number of steps")
+    rng = np.random.default_rng(seed)
+    ct, cg = samples.draw(np.random.default_rng(seed + 1), check)
+    dev = next(model.parameters()).device
+
+    def check_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            tgt, src, T, sc = (x.to(dev) for x in samples.batch(ct, cg))
+            loss, m = view_synthesis_loss(model(tgt), tgt, src, T, samples.K.to(dev), sc, opt)
+        model.train()
+        return m["photo"]
+
+    before = check_loss()
+    optim = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+    t0 = time.perf_counter()
+    history: list[float] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(steps) if steps else int(time_s), desc="adapt depth", unit="step" if steps else "s",
+                   dynamic_ncols=True, file=sys.stderr)
+    model.train()
+    k, interrupted = 0, False
+    try:
+        while True:
+            elapsed = time.perf_counter() - t0
+            if k > 0 and ((time_s is not None and elapsed >= time_s) or (steps is not None and k >= steps)):
+                break
+            tgt, src, T, sc = (x.to(dev) for x in samples.batch(*samples.draw(rng, opt.batch)))
+            loss, m = view_synthesis_loss(model(tgt), tgt, src, T, samples.K.to(dev), sc, opt)
+            optim.zero_grad(set_to_none=True)
+            if torch.isfinite(loss):
+                loss.backward()
+                g = torch.nn.utils.clip_grad_norm_(model.parameters(), opt.clip)
+                if torch.isfinite(g):
+                    optim.step()  # a step is whole or not taken: Ctrl-C leaves consistent weights
+            history.append(float(loss.detach()))
+            k += 1
+            if bar is not None:
+                bar.n = k if steps else min(int(time.perf_counter() - t0), int(time_s))
+                bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
+                bar.refresh()
+    except KeyboardInterrupt:  # keep what was learned so far
+        interrupted = True
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return {"steps": k, "wall_time_s": round(time.perf_counter() - t0, 1), "loss": history,
+            "check_before": before, "check_after": check_loss(), "interrupted": interrupted}
+
+
+def adapt_on_video(video: str | Path, out: str | Path, cfg: Any, *, weights: str | Path | None = None,
+                   time_s: float | None = None, command: str | None = None, progress: bool = True
+                   ) -> dict[str, Any]:
+    """``slam adapt-depth``: reconstruct ``video`` (``slam run``, ``cfg.solution``), adapt the depth
+    network (default: the shipped weights) to it and write the checkpoint ``out``.
+
+    Raises:
+        InputError: unreadable video or weights, too few frames or keyframes, bad options.
+    """
+    from slam.config import load_config
+    from slam.data.detect import open_sequence
+    from slam.data.sequence import InputError
+    from slam.depth.options import options_from, to_plain
+    from slam.system.runner import run_sequence
+    from slam.train.adapt import load_frames
+
+    t_start = time.perf_counter()
+    c = to_plain(cfg)
+    try:
+        budget = float(time_s if time_s is not None else c["time"])
+        steps = int(c["steps"]) if c.get("steps") is not None else None
+        seed = int(c["seed"])
+    except (TypeError, ValueError) as e:
+        raise InputError(f"bad configuration: {e}") from None
+    if budget <= 0:
+        raise InputError(f"--time must be positive, got {budget:g}")
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(f"{out} is a folder; give the output weights file, e.g. {out}/monodepth_adapted.pt")
+    try:
+        opt = options_from(SelfSupOptions, c.get("train"), "train")
+    except (TypeError, ValueError) as e:
+        raise InputError(f"bad configuration: {e}") from None
+    if int(c.get("threads", 0)) > 0:
+        torch.set_num_threads(int(c["threads"]))
+    dev = torch.device(str(c.get("device", "cpu")))
+    model = load_monodepth(weights, dev)  # InputError on bad weights
+    seq = open_sequence(video, stride=int(c["input"]["stride"]))
+    n = len(seq) if not c["input"].get("max_frames") else min(len(seq), int(c["input"]["max_frames"]))
+    if n < 2:
+        raise InputError(f"{video}: needs at least 2 frames, found {n}")
+    overrides = [f"input.max_frames={n}", *list(c["solution"]["overrides"])]
+    recon = run_sequence(seq, load_config("run", overrides), progress=progress)
+    n = min(n, len(recon.poses))  # a reconstruction stopped by Ctrl-C covers the frames read
+    if len(recon.kf_indices) < 2 or n < 2:
+        raise InputError(f"{video}: the camera barely moves (one keyframe): nothing to learn depth from")
+    W, H = opt.size
+    frames = load_frames(seq, W, H, n)
+    K = scale_intrinsics(np.asarray(recon.intrinsics), recon.image_size, (W, H))
+    ids = np.arange(n)
+    samples = VideoSamples(frames, recon.poses[:n], K, run_scales(recon.kf_indices, recon.kf_disps, ids), opt.max_gap)
+    t_recon = time.perf_counter() - t_start
+    left = max(budget - t_recon, 1.0)
+    res = adapt_depth(model, samples, opt, time_s=left, steps=steps, seed=seed, progress=progress)
+    wall = time.perf_counter() - t_start
+    summary = {"video": str(video), "weights": str(weights or "shipped"), "out": str(out), "frames": n,
+               "keyframes": int(len(recon.kf_indices)), "size": [W, H], "steps": res["steps"],
+               "reconstruction_s": round(t_recon, 1), "wall_time_s": round(wall, 1),
+               "photo_before": res["check_before"], "photo_after": res["check_after"],
+               "interrupted": bool(res["interrupted"] or recon.interrupted)}
+    device = f"{dev.type} ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+    save_monodepth(out, model.cpu(), {"command": command, "seed": seed, "steps": res["steps"],
+                                      "wall_time_s": round(wall, 1), "device": device,
+                                      "data": f"self-supervised on {video} (poses of its own slam run)",
+                                      "adapted_from": str(weights or "weights/monodepth_small.pt"),
+                                      "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
+    return summary
