@@ -50,3 +50,27 @@ def test_refine_is_deterministic_and_keeps_untrusted_pixels_at_zero_weight():
     far[..., 0] += 1000.0
     assert float(src.refine(fi, fj, far).weight.max()) == 0.0
     assert lost.sum() < lost.numel()
+
+
+def test_long_pair_without_an_estimate_starts_from_the_chained_flow():
+    """With no motion estimate (identity reprojection, as at the start of the initialisation), a pair
+    across a large motion starts DIS from the composition of the kept flows through the frame in
+    between, and is then as accurate as the consecutive pairs; measured alone it is not."""
+    world = make_world(seed=11, scene="room", motion="orbit", frames=60, width=320, height=240, focal=260.0)
+    exact = OracleFlow(world, (320, 240), stride=8)
+    idx = (0, 12, 24)  # 17 and 18 image px apart; 35 px across the pair
+
+    def err(src, a, b) -> float:
+        fa, fb = src.prepare(a, world[a].image), src.prepare(b, world[b].image)
+        truth = exact.update([fa], [fb], None)
+        h, w = truth.target.shape[1:3]
+        grid = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(h), indexing="xy"), -1).float()[None]
+        out = src.update([fa], [fb], grid)  # identity reprojection: no estimate
+        ok = (truth.weight[0, ..., 0] > 0) & (out.weight[0, ..., 0] > 0.5)
+        return float(((out.target[0] - truth.target[0]).norm(dim=-1)[ok] * 8).median())
+
+    alone = err(ClassicalFlow(ClassicalOptions()), idx[0], idx[2])
+    src = ClassicalFlow(ClassicalOptions())
+    steps = [err(src, idx[0], idx[1]), err(src, idx[1], idx[2])]
+    chained = err(src, idx[0], idx[2])
+    assert max(steps) < 1.0 and chained < 1.0 < alone

@@ -116,6 +116,20 @@ class ClassicalFlow(CorrespondenceSource):
         self.dis_calls += 1
         return self._dis.calc(a, b, flow)
 
+    def _chained(self, a: int, b: int) -> np.ndarray | None:
+        """Flow a -> b composed through a frame m whose raw flows a -> m and m -> b are kept
+        (the one with the smallest composed motion), or None: a DIS start over a long pair
+        that does not depend on the estimate."""
+        best = None
+        for (x, m), f_am in list(self._flows.items()):
+            if x != a or m == b or (m, b) not in self._flows:
+                continue
+            f = compose_flows(f_am, self._flows[(m, b)])
+            mag = float(np.abs(f).mean())
+            if best is None or mag < best[0]:
+                best = (mag, f)
+        return None if best is None else best[1]
+
     def _keep_flow(self, key: tuple[int, int], flow: np.ndarray) -> None:
         self._flows[key] = flow
         self._flows.move_to_end(key)
@@ -158,8 +172,14 @@ class ClassicalFlow(CorrespondenceSource):
             if hit is None:
                 init = None
                 if self.opt.init_from_coords and coords is not None:
-                    init = _upsample_flow(coords[e].detach().cpu().numpy(), a.image.shape[:2], s)
+                    c = coords[e].detach().cpu().numpy()
+                    h, w = c.shape[:2]
+                    grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1)
+                    if np.abs(c - grid).max() > 1e-4:
+                        init = _upsample_flow(c, a.image.shape[:2], s)
                 with self._lock:
+                    if init is None:  # the estimate gives no motion (e.g. the initial identity poses)
+                        init = self._chained(a.index, b.index)
                     fwd, conf = self.pair(a, b, init)
                 tgt, wt = flow_to_feature(fwd, conf, s)
                 wt = np.where(wt < self.opt.min_confidence, 0.0, wt).astype(np.float32)

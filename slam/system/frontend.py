@@ -141,6 +141,9 @@ class Frontend:
         lm_track = LMOptions(**{**vars(self.lm), **plain})
         with self.ba_lock:
             n0 = min(o.init_seed, s.n)
+            # consecutive pairs first: a longer pair's flow can then start from theirs, chained
+            # (the identity start says nothing of the motion; ClassicalFlow.update)
+            self.graph.add(*FrameGraph.temporal_pairs(0, n0, 1))
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, o.radius))
             start = self._seed_state(n0)
             res = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
