@@ -19,7 +19,7 @@ For each sequence with ground-truth depth (synthetic worlds rendered here with
 Prints markdown tables.
 
 Usage:  python tools/bench_adapt_depth.py [--worlds clutter:handheld:9,room:orbit:11] [--frames 80]
-            [--size 320x240] [--sequences PATH,...] [--time 120] [--track]
+            [--size 320x240] [--sequences PATH,...] [--time 120] [--track] [--set key=value ...]
 """
 from __future__ import annotations
 
@@ -94,6 +94,7 @@ def main() -> int:
     ap.add_argument("--time", type=float, default=120.0, help="slam adapt-depth budget per sequence (s)")
     ap.add_argument("--gt-step", type=int, default=1, help="evaluate on every n-th of the frames with ground truth")
     ap.add_argument("--track", action="store_true", help="also track with no / shipped / adapted prior")
+    ap.add_argument("--set", nargs="*", default=[], help="configs/adapt_depth.yaml overrides for slam adapt-depth")
     args = ap.parse_args()
 
     from slam.cli import main as cli
@@ -114,7 +115,7 @@ def main() -> int:
             seq = open_sequence(path)
             gt = gt_frames(seq, args.gt_step)
             adapted = str(Path(tmp) / f"{path.name}_adapted.pt")
-            if cli(["adapt-depth", str(path), "--out", adapted, "--time", str(args.time), "--quiet"]) != 0:
+            if cli(["adapt-depth", str(path), "--out", adapted, "--time", str(args.time), "--quiet", *args.set]) != 0:
                 return 1
             for label, w in (("shipped", None), ("adapted", adapted)):
                 row = {"sequence": name, "network": label, "gt": len(gt), **depth_rows(seq, gt, w)}
@@ -127,8 +128,8 @@ def main() -> int:
                     row = {"sequence": name, "run": label, **track_row(seq, gt, extra)}
                     track_table.append(row)
                     print(row, file=sys.stderr, flush=True)
-    print(f"\n{platform.node()} | python {platform.python_version()} | adapt-depth --time {args.time:g} | "
-          f"synthetic {args.frames} frames {args.size}\n")
+    print(f"\n{platform.node()} | python {platform.python_version()} | adapt-depth --time {args.time:g} "
+          f"{' '.join(args.set)} | synthetic {args.frames} frames {args.size}\n")
     print("| sequence | network | GT frames | abs-rel (median) | d<1.25 (median) | abs-rel (scale+shift) | "
           "d<1.25 (scale+shift) |")
     print("|---|---|---:|---:|---:|---:|---:|")
