@@ -118,7 +118,7 @@ class ClassicalFlow(CorrespondenceSource):
 
     def _chained(self, a: int, b: int) -> np.ndarray | None:
         """Flow a -> b composed through a frame m whose raw flows a -> m and m -> b are kept
-        (the one with the smallest composed motion), or None: a DIS start over a long pair
+        (of several, the one with the least motion), or None: a DIS start over a long pair
         that does not depend on the estimate."""
         best = None
         for (x, m), f_am in list(self._flows.items()):

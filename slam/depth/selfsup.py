@@ -292,12 +292,12 @@ def adapt_on_video(video: str | Path, out: str | Path, cfg: Any, *, weights: str
         torch.set_num_threads(int(c["threads"]))
     dev = torch.device(str(c.get("device", "cpu")))
     model = load_monodepth(weights, dev)  # InputError on bad weights
-    seq = open_sequence(video, stride=int(c["input"]["stride"]))
-    n = len(seq) if not c["input"].get("max_frames") else min(len(seq), int(c["input"]["max_frames"]))
+    mf = c["input"].get("max_frames")
+    seq = open_sequence(video, stride=int(c["input"]["stride"]), max_frames=int(mf) if mf else None)
+    n = len(seq)
     if n < 2:
         raise InputError(f"{video}: needs at least 2 frames, found {n}")
-    overrides = [f"input.max_frames={n}", *list(c["solution"]["overrides"])]
-    recon = run_sequence(seq, load_config("run", overrides), progress=progress)
+    recon = run_sequence(seq, load_config("run", list(c["solution"]["overrides"])), progress=progress)
     n = min(n, len(recon.poses))  # a reconstruction stopped by Ctrl-C covers the frames read
     if len(recon.kf_indices) < 2 or n < 2:
         raise InputError(f"{video}: the camera barely moves (one keyframe): nothing to learn depth from")
