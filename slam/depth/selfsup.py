@@ -7,8 +7,10 @@ depth of a target frame ``t`` re-synthesises ``t`` from its neighbours
 ``t - g`` and ``t + g`` (view synthesis, as Monodepth2 with known poses):
 
 * the prediction ``d`` (up to scale) is brought to the run's scale per image,
-  ``d * m_t / median(d)``, where ``m_t`` is the median inverse depth of the
-  keyframe nearest to ``t`` (the scale factor is not differentiated);
+  ``d * exp(c_t) m_t / median(d)``, where ``m_t`` is the median inverse depth
+  of the keyframe nearest to ``t`` (not differentiated) and ``c_t`` a per-frame
+  log-scale correction learned with the network (the two medians need not
+  describe the same pixels: sky, blank walls);
 * pixel ``p`` of ``t`` goes to ``K T_st (K^-1 p / d(p))`` in source ``s``, with
   ``T_st = T_s^-1 T_t`` (camera-to-world poses; pixel centres at integer
   coordinates), and ``s`` is sampled there bilinearly;
@@ -52,12 +54,13 @@ class SelfSupOptions:
     smooth: float = 1.0e-3             # weight of the edge-aware smoothness
     automask: bool = True              # leave out pixels the unwarped source already explains better
     min_disp_ratio: float = 0.01       # scaled inverse depths are kept above this fraction of their median
+    scale_lr: float = 1.0e-2           # learning rate of a per-frame log-scale correction of that median scale (0: none)
 
     def __post_init__(self) -> None:
         try:
             self.size = (int(self.size[0]), int(self.size[1]))
             self.batch, self.max_gap = int(self.batch), int(self.max_gap)
-            for name in ("lr", "weight_decay", "clip", "alpha", "smooth", "min_disp_ratio"):
+            for name in ("lr", "weight_decay", "clip", "alpha", "smooth", "min_disp_ratio", "scale_lr"):
                 setattr(self, name, float(getattr(self, name)))
         except (TypeError, ValueError, IndexError) as e:
             raise ValueError(f"train: {e}") from None
@@ -207,16 +210,27 @@ def adapt_depth(model: MonoDepthNet, samples: VideoSamples, opt: SelfSupOptions,
     ct, cg = samples.draw(np.random.default_rng(seed + 1), check)
     dev = next(model.parameters()).device
 
+    # per-frame correction of the median scale, learned with the network (the median of a map
+    # with sky or blank walls need not match the keyframe's)
+    log_s = torch.zeros(len(samples), device=dev, requires_grad=opt.scale_lr > 0)
+
+    def load(t: np.ndarray, g: np.ndarray) -> tuple[torch.Tensor, ...]:
+        tgt, src, T, sc = (x.to(dev) for x in samples.batch(t, g))
+        return tgt, src, T, sc * torch.exp(log_s[torch.as_tensor(t, device=dev)])
+
     def check_loss() -> float:
         model.eval()
         with torch.no_grad():
-            tgt, src, T, sc = (x.to(dev) for x in samples.batch(ct, cg))
+            tgt, src, T, sc = load(ct, cg)
             loss, m = view_synthesis_loss(model(tgt), tgt, src, T, samples.K.to(dev), sc, opt)
         model.train()
         return m["photo"]
 
     before = check_loss()
-    optim = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+    groups = [{"params": list(model.parameters())}]
+    if opt.scale_lr > 0:
+        groups.append({"params": [log_s], "lr": opt.scale_lr, "weight_decay": 0.0})
+    optim = torch.optim.AdamW(groups, lr=opt.lr, weight_decay=opt.weight_decay)
     t0 = time.perf_counter()
     history: list[float] = []
     bar = None
@@ -232,7 +246,7 @@ def adapt_depth(model: MonoDepthNet, samples: VideoSamples, opt: SelfSupOptions,
             elapsed = time.perf_counter() - t0
             if k > 0 and ((time_s is not None and elapsed >= time_s) or (steps is not None and k >= steps)):
                 break
-            tgt, src, T, sc = (x.to(dev) for x in samples.batch(*samples.draw(rng, opt.batch)))
+            tgt, src, T, sc = load(*samples.draw(rng, opt.batch))
             loss, m = view_synthesis_loss(model(tgt), tgt, src, T, samples.K.to(dev), sc, opt)
             optim.zero_grad(set_to_none=True)
             if torch.isfinite(loss):
