@@ -14,12 +14,18 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def register(p: argparse.ArgumentParser) -> None:
-    p.usage = "slam adapt VIDEO --weights IN.pt --out OUT.pt [--time S] [--quiet] [KEY=VALUE ...]"
-    _add_options(p)
+def register_video_command(p: argparse.ArgumentParser, usage: str, add_options, overrides_help: str) -> None:
+    """``VIDEO [options] [KEY=VALUE ...]``: the arguments of a command that works on one video."""
+    p.usage = usage
+    add_options(p)
     p.add_argument("video", metavar="VIDEO", help="video file, image folder or dataset sequence")
-    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
-                   help="Hydra overrides of configs/adapt.yaml, e.g. image.pixels=19200 selfsup_share=0.3")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help=overrides_help)
+
+
+def register(p: argparse.ArgumentParser) -> None:
+    register_video_command(p, "slam adapt VIDEO --weights IN.pt --out OUT.pt [--time S] [--quiet] [KEY=VALUE ...]",
+                           _add_options,
+                           "Hydra overrides of configs/adapt.yaml, e.g. image.pixels=19200 selfsup_share=0.3")
 
 
 def split_trailing(args: argparse.Namespace, add_options, prog: str) -> argparse.Namespace:

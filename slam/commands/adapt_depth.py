@@ -1,4 +1,5 @@
-"""``slam adapt-depth VIDEO --out OUT.pt``: adapt the monocular depth network to one video (:mod:`slam.depth.selfsup`)."""
+"""``slam adapt-depth VIDEO --out OUT.pt``: adapt the monocular depth network to one video
+(:mod:`slam.depth.selfsup`)."""
 from __future__ import annotations
 
 import argparse
@@ -16,11 +17,11 @@ def _add_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(p: argparse.ArgumentParser) -> None:
-    p.usage = "slam adapt-depth VIDEO --out OUT.pt [--weights IN.pt] [--time S] [--quiet] [KEY=VALUE ...]"
-    _add_options(p)
-    p.add_argument("video", metavar="VIDEO", help="video file, image folder or dataset sequence")
-    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
-                   help="Hydra overrides of configs/adapt_depth.yaml, e.g. train.max_gap=6 steps=500")
+    from slam.commands.adapt import register_video_command
+
+    register_video_command(p, "slam adapt-depth VIDEO --out OUT.pt [--weights IN.pt] [--time S] [--quiet] "
+                           "[KEY=VALUE ...]", _add_options,
+                           "Hydra overrides of configs/adapt_depth.yaml, e.g. train.max_gap=6 steps=500")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -54,7 +54,7 @@ class SelfSupOptions:
     smooth: float = 1.0e-3             # weight of the edge-aware smoothness
     automask: bool = True              # leave out pixels the unwarped source already explains better
     min_disp_ratio: float = 0.01       # scaled inverse depths are kept above this fraction of their median
-    scale_lr: float = 1.0e-2           # learning rate of a per-frame log-scale correction of that median scale (0: none)
+    scale_lr: float = 1.0e-2           # learning rate of a per-frame log-scale correction of the median scale (0: none)
 
     def __post_init__(self) -> None:
         try:
