@@ -157,8 +157,10 @@ def test_filler_pass_uses_the_frames_kept_in_memory(world):
 
     kept, passes_kept = run(64)
     again, passes_again = run(0)
-    assert (passes_kept, passes_again) == (1, 2)
+    partly, passes_partly = run(1)  # 1 MB holds 18 of the 48 frames (160x120): the input is read again
+    assert (passes_kept, passes_again, passes_partly) == (1, 2, 2)
     assert kept.tracked.all() and np.allclose(kept.poses, again.poses, atol=1e-6)
+    assert np.allclose(partly.poses, again.poses, atol=1e-6)
 
 
 def test_parallax_filter_skips_keyframes_of_a_rotating_camera():
