@@ -75,7 +75,7 @@ def _median_abs_rel(weights, seq) -> float:
     pred, gt = [], []
     for k in range(0, len(seq), 4):
         f = seq[k]
-        inv = cv2.resize(model.predict(f.image, (128, 96)), f.depth.shape[::-1])
+        inv = cv2.resize(model.predict(f.image, SelfSupOptions().size), f.depth.shape[::-1])
         pred.append(1.0 / np.maximum(inv, 1e-6))
         gt.append(f.depth)
     return depth_metrics(np.stack(pred), np.stack(gt))["abs_rel"]
@@ -98,7 +98,8 @@ def test_adapt_depth_learns_the_video_without_labels(clutter, tmp_path, capsys):
     shipped, adapted = _median_abs_rel(None, seq), _median_abs_rel(out, seq)
     assert adapted < 0.5 * shipped and adapted < 0.4
     # the network prior loads it
-    prior = make_prior({"kind": "network", "network": {"weights": str(out), "size": [128, 96], "device": "cpu"}})
+    size = list(SelfSupOptions().size)  # the prior's input size is the training size
+    prior = make_prior({"kind": "network", "network": {"weights": str(out), "size": size, "device": "cpu"}})
     inv, conf = prior.predict(seq[0].image, 0)
     assert inv.shape == seq[0].image.shape[:2] and np.isfinite(inv).all()
 
@@ -108,7 +109,11 @@ def test_adapt_depth_learns_the_video_without_labels(clutter, tmp_path, capsys):
                                        (["SEQ", "--out", "TMP"], "folder"),
                                        (["SEQ", "--out", "OUT", "--weights", "BAD"], "checkpoint"),
                                        (["SEQ", "--out", "OUT", "train.lr=x"], "configuration"),
-                                       (["SEQ", "--out", "OUT", "steps=x"], "configuration")])
+                                       (["SEQ", "--out", "OUT", "steps=x"], "configuration"),
+                                       (["SEQ", "--out", "OUT", "input.stride=x"], "configuration"),
+                                       (["SEQ", "--out", "OUT", "device=foo"], "configuration"),
+                                       (["SEQ", "--out", "OUT", "train.size=[100,96]"], "multiples of 16"),
+                                       (["SEQ", "--out", "/proc/no/o.pt"], "cannot write")])
 def test_adapt_depth_bad_input_is_a_clear_error(clutter, tmp_path, capsys, args, word):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -139,6 +144,29 @@ def test_ctrl_c_keeps_what_was_learned():
         return forward(x)
 
     model.forward = interrupting
+    start = [p.detach().clone() for p in model.parameters()]
     res = adapt_depth(model, samples, SelfSupOptions(batch=2), time_s=None, steps=50, seed=0)
     assert res["interrupted"] and res["steps"] == 2 and len(res["loss"]) == 2
     assert np.isfinite(res["check_after"])
+    assert any(not torch.equal(a, b) for a, b in zip(start, model.parameters()))  # the two steps were kept
+
+
+def test_untracked_frames_do_not_supervise():
+    from slam.depth.selfsup import VideoSamples
+
+    frames = np.zeros((8, 16, 16, 3), np.uint8)
+    usable = np.array([1, 1, 0, 1, 1, 0, 0, 1], bool)
+    s = VideoSamples(frames, np.repeat(np.eye(4)[None], 8, 0), np.array([10.0, 10, 7.5, 7.5]), np.ones(8), 2,
+                     usable=usable)
+    t, g = s.draw(np.random.default_rng(0), 200)
+    assert usable[t].all() and 7 not in t  # frame 7 has no tracked neighbour within 2 frames
+    idx = [(a, b) for a, b in zip(t.tolist(), g.tolist())]
+    T = s.batch(np.array([a for a, _ in idx]), np.array([b for _, b in idx]))[2]
+    assert T.shape == (200, 2, 4, 4)
+    for a, b in idx:
+        for side in (-1, 1):
+            k = s._source(a, b, side)
+            assert k is None or usable[k]
+    with pytest.raises(ValueError):
+        VideoSamples(frames, np.repeat(np.eye(4)[None], 8, 0), np.ones(4), np.ones(8), 1,
+                     usable=np.array([1, 0, 1, 0, 1, 0, 1, 0], bool))

@@ -47,11 +47,13 @@ def depth_rows(seq, gt: dict[int, np.ndarray], weights: str | None) -> dict:
     from slam.depth.align import align_scale_shift
     from slam.depth.metrics import depth_metrics
     from slam.depth.monodepth import load_monodepth
+    from slam.depth.selfsup import SelfSupOptions
 
     model = load_monodepth(weights)
+    size = SelfSupOptions().size  # the prior's input size, which adapt-depth trains at
     med, shape, ref = [], [], []
     for k, g in gt.items():
-        inv = model.predict(seq[k].image, (128, 96))
+        inv = model.predict(seq[k].image, size)
         inv = cv2.resize(inv, (g.shape[1], g.shape[0]), interpolation=cv2.INTER_LINEAR)
         ok = np.isfinite(g) & (g > 0)
         s, t = align_scale_shift(inv[ok], 1.0 / g[ok], None, {"loss": "l2"})

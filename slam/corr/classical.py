@@ -40,7 +40,8 @@ class ClassicalOptions:
     preset: str = "medium"        #: DIS preset: ultrafast | fast | medium
     fb_sigma: float = 1.0         #: forward-backward error (image px) at which confidence is exp(-1)
     min_confidence: float = 0.05  #: weights below this are set to 0
-    init_from_coords: bool = True #: initialise DIS with the reprojection of the current estimate
+    init_from_coords: bool = True #: initialise DIS with the reprojection of the current estimate (or, where
+                                  #: it gives no motion, with kept flows chained through a frame in between)
     cache_size: int = 4096        #: ordered frame pairs kept in the cache (feature resolution)
     epipolar_px: float = 1.0      #: RANSAC fundamental-matrix threshold (feature px); outliers get weight 0 (0: off)
     filter_min_gradient: float = 4.0  #: grey-level gradient (Sobel) of the pixels the motion filter averages
@@ -117,18 +118,18 @@ class ClassicalFlow(CorrespondenceSource):
         return self._dis.calc(a, b, flow)
 
     def _chained(self, a: int, b: int) -> np.ndarray | None:
-        """Flow a -> b composed through a frame m whose raw flows a -> m and m -> b are kept
-        (of several, the one with the least motion), or None: a DIS start over a long pair
-        that does not depend on the estimate."""
+        """Flow a -> b composed through a frame m whose raw flows a -> m and m -> b are kept,
+        or None: a DIS start over a long pair that does not depend on the estimate.  Of several
+        such m, the one whose longer leg is the shortest (DIS is surest over small motions)."""
         best = None
         for (x, m), f_am in list(self._flows.items()):
-            if x != a or m == b or (m, b) not in self._flows:
+            f_mb = self._flows.get((m, b))
+            if x != a or m == b or f_mb is None:
                 continue
-            f = compose_flows(f_am, self._flows[(m, b)])
-            mag = float(np.abs(f).mean())
-            if best is None or mag < best[0]:
-                best = (mag, f)
-        return None if best is None else best[1]
+            leg = max(float(np.abs(f_am).mean()), float(np.abs(f_mb).mean()))
+            if best is None or leg < best[0]:
+                best = (leg, f_am, f_mb)
+        return None if best is None else compose_flows(best[1], best[2])
 
     def _keep_flow(self, key: tuple[int, int], flow: np.ndarray) -> None:
         self._flows[key] = flow
@@ -170,15 +171,16 @@ class ClassicalFlow(CorrespondenceSource):
             with self._lock:
                 hit = self._cache.get(key)
             if hit is None:
-                init = None
+                init, no_motion = None, False
                 if self.opt.init_from_coords and coords is not None:
                     c = coords[e].detach().cpu().numpy()
                     h, w = c.shape[:2]
                     grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1)
-                    if np.abs(c - grid).max() > 1e-4:
+                    no_motion = np.abs(c - grid).max() <= 1e-4  # e.g. the initial identity poses
+                    if not no_motion:
                         init = _upsample_flow(c, a.image.shape[:2], s)
                 with self._lock:
-                    if init is None:  # the estimate gives no motion (e.g. the initial identity poses)
+                    if no_motion:  # the estimate says nothing of the motion: chain the kept flows
                         init = self._chained(a.index, b.index)
                     fwd, conf = self.pair(a, b, init)
                 tgt, wt = flow_to_feature(fwd, conf, s)

@@ -25,8 +25,12 @@ No label is used: the video and its own reconstruction are the supervision.
 """
 from __future__ import annotations
 
+import contextlib
 import platform
+import signal
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,9 @@ import torch.nn.functional as F
 
 from slam.depth.monodepth import MonoDepthNet, load_monodepth, save_monodepth
 from slam.train.losses import photometric_error, smoothness, warp
+
+#: seconds of training granted when the reconstruction used up the whole ``--time`` budget
+MIN_TRAIN_S = 1.0
 
 
 @dataclass
@@ -53,7 +60,7 @@ class SelfSupOptions:
     alpha: float = 0.85                # SSIM share of the photometric error
     smooth: float = 1.0e-3             # weight of the edge-aware smoothness
     automask: bool = True              # leave out pixels the unwarped source already explains better
-    min_disp_ratio: float = 0.01       # scaled inverse depths are kept above this fraction of their median
+    min_disp_ratio: float = 0.01       # added to the scaled inverse depths, as a fraction of the run's median (keeps them > 0)
     scale_lr: float = 1.0e-2           # learning rate of a per-frame log-scale correction of the median scale (0: none)
 
     def __post_init__(self) -> None:
@@ -64,14 +71,18 @@ class SelfSupOptions:
                 setattr(self, name, float(getattr(self, name)))
         except (TypeError, ValueError, IndexError) as e:
             raise ValueError(f"train: {e}") from None
-        if min(self.size) < 16 or self.batch < 1 or self.max_gap < 1 or not self.lr > 0 or not 0 <= self.alpha <= 1:
-            raise ValueError("train: need size >= 16 px, batch >= 1, max_gap >= 1, lr > 0 and 0 <= alpha <= 1")
+        if min(self.size) < 16 or self.size[0] % 16 or self.size[1] % 16 or self.batch < 1 or self.max_gap < 1 or not self.lr > 0 or not 0 <= self.alpha <= 1:
+            raise ValueError("train: need sides that are multiples of 16, batch >= 1, max_gap >= 1, lr > 0 and "
+                             "0 <= alpha <= 1")
 
 
 def scale_intrinsics(K: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
-    """``[fx, fy, cx, cy]`` of an image of size ``src`` (W, H) resized to ``dst`` (pixel-centre convention)."""
-    sx, sy = dst[0] / src[0], dst[1] / src[1]
-    return np.array([K[0] * sx, K[1] * sy, (K[2] + 0.5) * sx - 0.5, (K[3] + 0.5) * sy - 0.5], np.float64)
+    """``[fx, fy, cx, cy]`` of an image of size ``src`` (W, H) resized to ``dst``
+    (:meth:`slam.geometry.camera.Intrinsics.scaled`, pixel-centre convention)."""
+    from slam.geometry.camera import Intrinsics
+
+    k = Intrinsics(float(K[0]), float(K[1]), float(K[2]), float(K[3]), int(src[0]), int(src[1])).scaled(*dst)
+    return np.array([k.fx, k.fy, k.cx, k.cy], np.float64)
 
 
 def reproject(disp: torch.Tensor, K: torch.Tensor, T_st: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,30 +158,46 @@ class VideoSamples:
         K: (4,) intrinsics at the training size.
         run_scale: (F,) median inverse depth of each frame's nearest keyframe (the run's scale).
         max_gap: sources are 1..max_gap frames away.
+        usable: (F,) bool, frames whose pose came from tracking (None: all); only they are
+            targets or sources.
+    Raises:
+        ValueError: no usable frame has a usable neighbour within ``max_gap``.
     """
 
     def __init__(self, frames: np.ndarray, poses: np.ndarray, K: np.ndarray, run_scale: np.ndarray,
-                 max_gap: int) -> None:
-        if len(frames) < 2:
-            raise ValueError("self-supervision needs at least 2 frames")
+                 max_gap: int, usable: np.ndarray | None = None) -> None:
+        n = len(frames)
         self.images = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
         self.poses = torch.from_numpy(np.asarray(poses, np.float64))
         self.K = torch.from_numpy(np.asarray(K, np.float64)).float()
         self.scale = torch.from_numpy(np.asarray(run_scale, np.float64)).float()
-        self.max_gap = max(1, min(int(max_gap), len(frames) - 1))
+        self.max_gap = max(1, min(int(max_gap), n - 1)) if n > 1 else 1
+        self.usable = np.ones(n, bool) if usable is None else np.asarray(usable, bool)[:n]
+        idx = np.flatnonzero(self.usable)
+        self.targets = np.array([t for t in idx if np.any((np.abs(idx - t) <= self.max_gap) & (idx != t))], np.int64)
+        if len(self.targets) == 0:
+            raise ValueError("self-supervision needs two tracked frames at most max_gap apart")
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def _source(self, t: int, g: int, side: int) -> int | None:
+        """The usable frame ``t + side * g``, else the nearest usable one on that side within ``max_gap``."""
+        for d in [g, *range(1, self.max_gap + 1)]:
+            k = t + side * d
+            if 0 <= k < len(self) and self.usable[k]:
+                return k
+        return None
+
     def batch(self, targets: np.ndarray, gaps: np.ndarray) -> tuple[torch.Tensor, ...]:
         """``(target (B, 3, H, W), sources (B, 2, 3, H, W), T_st (B, 2, 4, 4), run_scale (B,))`` for
-        targets ``t`` with sources ``t - g`` and ``t + g`` (a missing side repeats the other)."""
-        n = len(self)
+        targets ``t`` with sources ``t - g`` and ``t + g`` (an unusable source becomes the nearest usable
+        frame on its side; a side without one repeats the other)."""
         src = []
         for t, g in zip(targets.tolist(), gaps.tolist()):
-            a, b = t - g, t + g
-            a = a if a >= 0 else b
-            b = b if b < n else a
+            a, b = self._source(t, g, -1), self._source(t, g, 1)
+            a = a if a is not None else b
+            b = b if b is not None else a
             src.append((a, b))
         src_idx = torch.tensor(src, dtype=torch.long)
         tgt = torch.as_tensor(targets, dtype=torch.long)
@@ -180,11 +207,8 @@ class VideoSamples:
         return self.images[tgt], self.images[src_idx], T_st.float(), self.scale[tgt]
 
     def draw(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Random targets and gaps (gaps never exceed the distance to the far end)."""
-        t = rng.integers(0, len(self), size)
-        g = rng.integers(1, self.max_gap + 1, size)
-        far = np.maximum(t, len(self) - 1 - t)
-        return t, np.minimum(g, far).clip(min=1)
+        """Random targets (among :attr:`targets`) and gaps ``1..max_gap``."""
+        return self.targets[rng.integers(0, len(self.targets), size)], rng.integers(1, self.max_gap + 1, size)
 
 
 def run_scales(kf_indices: np.ndarray, kf_disps: np.ndarray, frame_ids: np.ndarray) -> np.ndarray:
@@ -241,32 +265,52 @@ def adapt_depth(model: MonoDepthNet, samples: VideoSamples, opt: SelfSupOptions,
                    dynamic_ncols=True, file=sys.stderr)
     model.train()
     k, interrupted = 0, False
-    try:
-        while True:
-            elapsed = time.perf_counter() - t0
-            if k > 0 and ((time_s is not None and elapsed >= time_s) or (steps is not None and k >= steps)):
-                break
-            tgt, src, T, sc = load(*samples.draw(rng, opt.batch))
-            loss, m = view_synthesis_loss(model(tgt), tgt, src, T, samples.K.to(dev), sc, opt)
-            optim.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
-                loss.backward()
-                g = torch.nn.utils.clip_grad_norm_(model.parameters(), opt.clip)
-                if torch.isfinite(g):
-                    optim.step()  # a step is whole or not taken: Ctrl-C leaves consistent weights
-            history.append(float(loss.detach()))
-            k += 1
-            if bar is not None:
-                bar.n = k if steps else min(int(time.perf_counter() - t0), int(time_s))
-                bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
-                bar.refresh()
-    except KeyboardInterrupt:  # keep what was learned so far
-        interrupted = True
-    if bar is not None:
-        bar.close()
-    model.eval()
+    with _ctrl_c_as_flag() as stop:
+        try:
+            while not stop.is_set():
+                elapsed = time.perf_counter() - t0
+                if k > 0 and ((time_s is not None and elapsed >= time_s) or (steps is not None and k >= steps)):
+                    break
+                tgt, src, T, sc = load(*samples.draw(rng, opt.batch))
+                loss, m = view_synthesis_loss(model(tgt), tgt, src, T, samples.K.to(dev), sc, opt)
+                optim.zero_grad(set_to_none=True)
+                if torch.isfinite(loss):
+                    loss.backward()
+                    g = torch.nn.utils.clip_grad_norm_(model.parameters(), opt.clip)
+                    if torch.isfinite(g):
+                        optim.step()
+                history.append(float(loss.detach()))
+                k += 1
+                if bar is not None:
+                    bar.n = k if steps else min(int(time.perf_counter() - t0), int(time_s))
+                    bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
+                    bar.refresh()
+        except KeyboardInterrupt:  # raised by something other than the signal (e.g. a test)
+            stop.set()
+        interrupted = stop.is_set()
+        if bar is not None:
+            bar.close()
+        model.eval()
+        after = check_loss()
     return {"steps": k, "wall_time_s": round(time.perf_counter() - t0, 1), "loss": history,
-            "check_before": before, "check_after": check_loss(), "interrupted": interrupted}
+            "check_before": before, "check_after": after, "interrupted": interrupted}
+
+
+@contextlib.contextmanager
+def _ctrl_c_as_flag():
+    """Within the block, Ctrl-C (SIGINT) sets the yielded event instead of raising, so that an
+    optimiser step (parameter by parameter on a CPU) is never cut in half; the previous handler
+    comes back afterwards.  Outside the main thread the signal cannot be caught: the event is
+    then only set by the caller."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def adapt_on_video(video: str | Path, out: str | Path, cfg: Any, *, weights: str | Path | None = None,
@@ -287,52 +331,65 @@ def adapt_on_video(video: str | Path, out: str | Path, cfg: Any, *, weights: str
 
     t_start = time.perf_counter()
     c = to_plain(cfg)
-    try:
+    try:  # every option a user can get wrong: one line, not a traceback
         budget = float(time_s if time_s is not None else c["time"])
         steps = int(c["steps"]) if c.get("steps") is not None else None
         seed = int(c["seed"])
-    except (TypeError, ValueError) as e:
+        threads = int(c.get("threads") or 0)
+        dev = torch.device(str(c.get("device") or "cpu"))
+        stride = int(c["input"]["stride"])
+        mf = c["input"].get("max_frames")
+        max_frames = int(mf) if mf else None
+        run_overrides = [str(o) for o in (c["solution"].get("overrides") or [])]
+        opt = options_from(SelfSupOptions, c.get("train"), "train")
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
         raise InputError(f"bad configuration: {e}") from None
     if budget <= 0:
         raise InputError(f"--time must be positive, got {budget:g}")
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out} is a folder; give the output weights file, e.g. {out}/monodepth_adapted.pt")
-    try:
-        opt = options_from(SelfSupOptions, c.get("train"), "train")
-    except (TypeError, ValueError) as e:
-        raise InputError(f"bad configuration: {e}") from None
-    if int(c.get("threads", 0)) > 0:
-        torch.set_num_threads(int(c["threads"]))
-    dev = torch.device(str(c.get("device", "cpu")))
+    try:  # find an unwritable output now, not after the work
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent):
+            pass
+    except OSError as e:
+        raise InputError(f"{out}: cannot write there ({e.strerror or e})") from None
+    if threads > 0:
+        torch.set_num_threads(threads)
     model = load_monodepth(weights, dev)  # InputError on bad weights
-    mf = c["input"].get("max_frames")
-    seq = open_sequence(video, stride=int(c["input"]["stride"]), max_frames=int(mf) if mf else None)
+    seq = open_sequence(video, stride=stride, max_frames=max_frames)
     n = len(seq)
     if n < 2:
         raise InputError(f"{video}: needs at least 2 frames, found {n}")
-    recon = run_sequence(seq, load_config("run", list(c["solution"]["overrides"])), progress=progress)
-    n = min(n, len(recon.poses))  # a reconstruction stopped by Ctrl-C covers the frames read
-    if len(recon.kf_indices) < 2 or n < 2:
+    recon = run_sequence(seq, load_config("run", run_overrides), progress=progress)
+    if recon.interrupted:  # Ctrl-C while reconstructing: nothing learned yet, nothing to keep
+        raise KeyboardInterrupt
+    if len(recon.kf_indices) < 2:
         raise InputError(f"{video}: the camera barely moves (one keyframe): nothing to learn depth from")
     W, H = opt.size
     frames = load_frames(seq, W, H, n)
     K = scale_intrinsics(np.asarray(recon.intrinsics), recon.image_size, (W, H))
     ids = np.arange(n)
-    samples = VideoSamples(frames, recon.poses[:n], K, run_scales(recon.kf_indices, recon.kf_disps, ids), opt.max_gap)
+    try:  # only frames that tracking posed supervise
+        samples = VideoSamples(frames, recon.poses[:n], K, run_scales(recon.kf_indices, recon.kf_disps, ids),
+                               opt.max_gap, usable=recon.tracked[:n])
+    except ValueError as e:
+        raise InputError(f"{video}: {e}") from None
     t_recon = time.perf_counter() - t_start
-    left = max(budget - t_recon, 1.0)
+    left = max(budget - t_recon, MIN_TRAIN_S)
     res = adapt_depth(model, samples, opt, time_s=left, steps=steps, seed=seed, progress=progress)
     wall = time.perf_counter() - t_start
     summary = {"video": str(video), "weights": str(weights or "shipped"), "out": str(out), "frames": n,
                "keyframes": int(len(recon.kf_indices)), "size": [W, H], "steps": res["steps"],
                "reconstruction_s": round(t_recon, 1), "wall_time_s": round(wall, 1),
                "photo_before": res["check_before"], "photo_after": res["check_after"],
-               "interrupted": bool(res["interrupted"] or recon.interrupted)}
+               "interrupted": bool(res["interrupted"])}
     device = f"{dev.type} ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
     save_monodepth(out, model.cpu(), {"command": command, "seed": seed, "steps": res["steps"],
                                       "wall_time_s": round(wall, 1), "device": device,
                                       "data": f"self-supervised on {video} (poses of its own slam run)",
                                       "adapted_from": str(weights or "weights/monodepth_small.pt"),
+                                      "train_size": [W, H],
                                       "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
     return summary

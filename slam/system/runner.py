@@ -114,7 +114,12 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     frames_q: queue.Queue = queue.Queue(maxsize=int(cfg.queue_size))
     # processing-resolution frames kept for the filler's second pass, so that it need not decode the input again
     kept: dict[int, np.ndarray] = {}
-    keep_bytes = int(float(cfg.get("frame_cache_mb", 0)) * 2 ** 20)
+    try:
+        keep_bytes = int(float(cfg.get("frame_cache_mb") or 0) * 2 ** 20)
+    except (TypeError, ValueError):
+        raise InputError(f"bad configuration: frame_cache_mb must be a number, "
+                         f"got {cfg.get('frame_cache_mb')!r}") from None
+    kept_all = True  # False once a frame did not fit: the pass then decodes the input again, kept or not
     timestamps: list[float] = []
     frame_ids: list[int] = []
     errors: list[BaseException] = []
@@ -156,8 +161,11 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
                     continue
             timestamps.append(frame.timestamp)
             frame_ids.append(frame.index)
-            if (len(kept) + 1) * img.nbytes <= keep_bytes:
+            if kept_all and (len(kept) + 1) * img.nbytes <= keep_bytes:
                 kept[frame.index] = img
+            elif kept_all:  # the pass will not fit: do not hold memory it cannot use
+                kept_all = False
+                kept.clear()
             bar.update(1)
             bar.set_postfix(kf=store.n, refresh=False)
     except KeyboardInterrupt:
