@@ -27,8 +27,7 @@ class FrontendOptions:
     """Tunables (mirrored, with comments, in ``configs/run.yaml`` under ``frontend``)."""
 
     filter_thresh: float = 1.5      # mean flow (feature px) from the last keyframe that makes a new keyframe
-    filter_parallax: float = 0.35   # ... unless the flow left after the best-fitting rotation is below this (0: off;
-                                    # not applied with a depth prior)
+    filter_parallax: float = 0.35   # ... unless the flow left after the best-fitting rotation is below this (0: off)
     filter_max_flow: float = 6.0    # ... or the mean flow reaches this (feature px; keeps the overlap of a rotating camera)
     init_frames: int = 8            # keyframes collected before the first BA
     init_iters: int = 30            # LM iterations of the initialisation
@@ -46,6 +45,8 @@ class FrontendOptions:
     init_min_inliers: float = 0.5   # share of RANSAC inliers needed to trust the two-view start
     init_ransac_px: float = 0.3     # RANSAC threshold (feature px) of the essential matrix
     init_robust: bool = False       # the initialisation's BAs use the robust loss of ``lm`` (else least squares)
+    init_prior_parallax: float = 0.35  # with a depth prior: flow of the first two keyframes left after the best
+                                       # rotation (feature px) below which each initial keyframe is tracked alone
     record_tracks: bool = True      # keep each non-keyframe's correspondences to its keyframe for the filler
 
 
@@ -86,8 +87,7 @@ class Frontend:
         last = s.frames[s.n - 1]
         flow = self.source.mean_flow(last, fd)
         upd = None
-        if (flow >= self.opt.filter_thresh and 0 < self.opt.filter_parallax and flow < self.opt.filter_max_flow
-                and self.prior is None):
+        if flow >= self.opt.filter_thresh and 0 < self.opt.filter_parallax and flow < self.opt.filter_max_flow:
             # a rotating camera moves the image without adding parallax: judge the flow a rotation leaves
             upd = self.source.frame_edge(last, fd, accurate=True)
             K = s.feature_intrinsics().double().cpu().numpy()
@@ -141,6 +141,11 @@ class Frontend:
         lm_track = LMOptions(**{**vars(self.lm), **plain})
         with self.ba_lock:
             n0 = min(o.init_seed, s.n)
+            if self.prior is not None and n0 > 1 and self._pair_parallax(0, 1) < o.init_prior_parallax:
+                # no parallax (a rotating or static camera): the prior's depths are all there is, so every
+                # keyframe is tracked against its predecessors' before each joint BA; a joint start from
+                # identity would trade the rotation for a spurious translation and flatten the depths
+                n0 = 1
             # consecutive pairs first: a longer pair's flow can then start from theirs, chained
             # (the identity start says nothing of the motion; ClassicalFlow.update)
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, 1))
@@ -169,6 +174,13 @@ class Frontend:
                                motion=self.motion, prior=self.prior)
             self._normalize_scale()
         self.initialized = True
+
+    def _pair_parallax(self, a: int, b: int) -> float:
+        """Flow (feature px) of slots ``(a, b)``'s correspondences left after the best-fitting pure
+        rotation (:func:`slam.geometry.twoview.rotation_parallax`)."""
+        upd = self.graph.correspond(torch.tensor([a]), torch.tensor([b]))
+        K = self.store.feature_intrinsics().double().cpu().numpy()
+        return float(rotation_parallax(upd.target[0].cpu().numpy(), upd.weight[0, ..., 0].cpu().numpy(), K))
 
     def _seed_state(self, n0: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Copies of the poses and depths of slots ``0 .. n0-1`` and of the intrinsics."""
