@@ -128,11 +128,15 @@ class Frontend:
         """First BA over the initial keyframes, grown one keyframe at a time.
 
         The first ``init_seed`` keyframes are adjusted jointly from identity
-        poses and constant depth (their motion is small); every further
+        poses and constant depth (their motion is small; their consecutive
+        pairs are measured first, so that a longer pair's flow starts from
+        theirs chained, see :meth:`slam.corr.classical.ClassicalFlow.update`); every further
         initial keyframe is first tracked (pose-only BA against the depths of
         its predecessors) and then the whole set is adjusted again.  Starting
         all of them at once from identity falls into local minima when the
-        initial keyframes span a large motion.
+        initial keyframes span a large motion.  With a depth prior and no
+        parallax between the first two keyframes (``init_prior_parallax``),
+        there is no joint seed: every keyframe after the first is tracked.
         """
         s, o = self.store, self.opt
         focal = o.optimize_focal and not s.focal_known
@@ -147,7 +151,7 @@ class Frontend:
                 # identity would trade the rotation for a spurious translation and flatten the depths
                 n0 = 1
             # consecutive pairs first: a longer pair's flow can then start from theirs, chained
-            # (the identity start says nothing of the motion; ClassicalFlow.update)
+            # (the identity start says nothing of the motion; slam.corr.classical.ClassicalFlow.update)
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, 1))
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, o.radius))
             start = self._seed_state(n0)
