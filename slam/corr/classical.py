@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from slam.corr.base import CorrespondenceSource, EdgeUpdate, FrameData, flow_to_feature
+from slam.corr.base import CorrespondenceSource, EdgeUpdate, FrameData, flow_to_feature, identity_coords
 
 PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
            "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -173,12 +173,11 @@ class ClassicalFlow(CorrespondenceSource):
             if hit is None:
                 init, no_motion = None, False
                 if self.opt.init_from_coords and coords is not None:
-                    c = coords[e].detach().cpu().numpy()
-                    h, w = c.shape[:2]
-                    grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1)
-                    no_motion = np.abs(c - grid).max() <= 1e-4  # e.g. the initial identity poses
+                    c = coords[e].detach().cpu()
+                    # e.g. the initial identity poses: the reprojection is the pixel grid itself
+                    no_motion = float((c - identity_coords(1, *c.shape[:2], c.dtype)[0]).abs().max()) <= 1e-4
                     if not no_motion:
-                        init = _upsample_flow(c, a.image.shape[:2], s)
+                        init = _upsample_flow(c.numpy(), a.image.shape[:2], s)
                 with self._lock:
                     if no_motion:  # the estimate says nothing of the motion: chain the kept flows
                         init = self._chained(a.index, b.index)

@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pypose as pp
 import torch
-import torch.nn.functional as F
 
 from slam.depth.monodepth import MonoDepthNet, load_monodepth, save_monodepth
+from slam.geometry.projective import pixel_grid, project_edges
 from slam.train.losses import photometric_error, smoothness, warp
 
 #: seconds of training granted when the reconstruction used up the whole ``--time`` budget
@@ -86,30 +87,25 @@ def scale_intrinsics(K: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) 
 
 
 def reproject(disp: torch.Tensor, K: torch.Tensor, T_st: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the pixels of a target image land in a source image.
+    """Where the pixels of a target image land in a source image
+    (:func:`slam.geometry.projective.project_edges`, the target camera as the world).
 
     Args:
         disp: (B, H, W) target inverse depth (> 0).
         K: (4,) ``[fx, fy, cx, cy]`` of both images.
         T_st: (B, 4, 4) target-camera -> source-camera transform.
     Returns:
-        ``(flow (B, 2, H, W) in source pixels minus the target pixel, in_front (B, H, W) bool)``.
+        ``(flow (B, 2, H, W) in source pixels minus the target pixel, valid (B, H, W) bool)``;
+        valid: in front of the source camera (``project_edges``' depth-ratio rule).
     """
     B, H, W = disp.shape
-    v, u = torch.meshgrid(torch.arange(H, dtype=disp.dtype, device=disp.device),
-                          torch.arange(W, dtype=disp.dtype, device=disp.device), indexing="ij")
-    fx, fy, cx, cy = K.to(disp)
-    ray = torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u)], 0).reshape(3, -1)  # (3, HW)
-    X = ray[None] / disp.reshape(B, 1, -1)  # (B, 3, HW) points of the target camera
-    R, t = T_st[:, :3, :3].to(disp), T_st[:, :3, 3:].to(disp)
-    Y = R @ X + t
-    z = Y[:, 2]
-    in_front = z > 1e-6
-    zs = torch.where(in_front, z, torch.ones_like(z))
-    px = fx * Y[:, 0] / zs + cx
-    py = fy * Y[:, 1] / zs + cy
-    flow = torch.stack([px.reshape(B, H, W) - u, py.reshape(B, H, W) - v], 1)
-    return flow, in_front.reshape(B, H, W)
+    T = torch.cat([torch.eye(4, dtype=T_st.dtype, device=T_st.device).expand(B, 4, 4), T_st])
+    G = pp.mat2SE3(T.to(disp), check=False)  # world-to-camera: targets at the origin, then their sources
+    disps = torch.cat([disp, torch.ones_like(disp)])  # the sources' depths are not used
+    ii = torch.arange(B, device=disp.device)
+    pr = project_edges(G, disps, K.to(disp), ii, ii + B)
+    flow = (pr.coords - pixel_grid(H, W, disp.device, disp.dtype)).permute(0, 3, 1, 2)
+    return flow, pr.valid
 
 
 def view_synthesis_loss(disp_raw: torch.Tensor, target: torch.Tensor, sources: torch.Tensor, T_st: torch.Tensor,

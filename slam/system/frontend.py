@@ -12,7 +12,7 @@ import pypose as pp
 import torch
 
 from slam.ba.dense_ba import LMOptions
-from slam.corr.base import CorrespondenceSource
+from slam.corr.base import CorrespondenceSource, EdgeUpdate
 from slam.geometry.twoview import rotation_parallax
 from slam.system.graph import FrameGraph, frame_distance
 from slam.system.depth_prior import PriorTerm
@@ -90,9 +90,7 @@ class Frontend:
         if flow >= self.opt.filter_thresh and 0 < self.opt.filter_parallax and flow < self.opt.filter_max_flow:
             # a rotating camera moves the image without adding parallax: judge the flow a rotation leaves
             upd = self.source.frame_edge(last, fd, accurate=True)
-            K = s.feature_intrinsics().double().cpu().numpy()
-            par = rotation_parallax(upd.target[0].cpu().numpy(), upd.weight[0, ..., 0].cpu().numpy(), K)
-            if par >= self.opt.filter_parallax:
+            if self._rotation_parallax(upd) >= self.opt.filter_parallax:
                 upd = None  # a keyframe: the frame graph asks for its edges itself
         if flow < self.opt.filter_thresh or upd is not None:
             if self.opt.record_tracks:
@@ -179,12 +177,15 @@ class Frontend:
             self._normalize_scale()
         self.initialized = True
 
-    def _pair_parallax(self, a: int, b: int) -> float:
-        """Flow (feature px) of slots ``(a, b)``'s correspondences left after the best-fitting pure
+    def _rotation_parallax(self, upd: EdgeUpdate) -> float:
+        """Flow (feature px) of a one-edge :class:`EdgeUpdate` left after the best-fitting pure
         rotation (:func:`slam.geometry.twoview.rotation_parallax`)."""
-        upd = self.graph.correspond(torch.tensor([a]), torch.tensor([b]))
         K = self.store.feature_intrinsics().double().cpu().numpy()
         return float(rotation_parallax(upd.target[0].cpu().numpy(), upd.weight[0, ..., 0].cpu().numpy(), K))
+
+    def _pair_parallax(self, a: int, b: int) -> float:
+        """:meth:`_rotation_parallax` of slots ``(a, b)``'s correspondences."""
+        return self._rotation_parallax(self.graph.correspond(torch.tensor([a]), torch.tensor([b])))
 
     def _seed_state(self, n0: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Copies of the poses and depths of slots ``0 .. n0-1`` and of the intrinsics."""
