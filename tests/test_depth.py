@@ -546,3 +546,69 @@ def test_depth_prior_holds_on_pure_rotation(tmp_path):
     assert m1["abs_rel"] < 0.1 and m1["delta_1.25"] > 0.9
     assert m0["abs_rel"] > 5 * m1["abs_rel"]
     assert rot1 < 0.5
+
+
+def test_prior_trust():
+    """The trust in an aligned prior comes from the pixels where the geometry is strong:
+    1 for a prior that agrees with the depths there, small for one that does not, the
+    pooled value for a keyframe without enough such pixels, 1 when none has any."""
+    from slam.depth.align import prior_trust
+
+    g = torch.Generator().manual_seed(0)
+    N, h, w = 3, 30, 40
+    disps = torch.rand(N, h, w, generator=g, dtype=torch.float64) + 0.5
+    conf = torch.ones(N, h, w, dtype=torch.float64)
+    H = torch.full((N, h, w), 100.0, dtype=torch.float64)  # h = H d^2 >= 25 > h_thresh everywhere
+    H[2] = 0.0  # keyframe 2: no strong pixel (a new keyframe with few edges)
+    cfg = PriorWeightOptions(h_thresh=4.0, check_sigma=0.1, check_pixels=50)
+    noise = torch.randn(N, h, w, generator=g, dtype=torch.float64)
+    good = disps * torch.exp(0.01 * noise)  # 1 % log error
+    bad = disps * torch.exp(0.5 * noise)  # 50 %
+    t = prior_trust(H, disps, good, conf, cfg)
+    assert t.shape == (N,) and t.dtype == torch.float64 and bool((t > 0.97).all())
+    t = prior_trust(H, disps, torch.stack([good[0], bad[1], bad[2]]), conf, cfg)
+    assert t[0] > 0.97 and t[1] < 0.1
+    pooled = torch.log(torch.stack([good[0], bad[1]]) / disps[:2]).abs().median()  # keyframes 0 and 1
+    assert t[1] < t[2] < t[0] and float(t[2]) == pytest.approx(1 / (1 + (1.4826 * float(pooled) / 0.1) ** 2))
+    assert bool((prior_trust(torch.zeros_like(H), disps, bad, conf, cfg) == 1).all())  # nothing to check against
+    assert bool((prior_trust(H, disps, bad, conf, PriorWeightOptions(check_sigma=0.0)) == 1).all())  # off
+
+
+def test_two_view_seed_keeps_the_prior_depths(tmp_path, monkeypatch):
+    """A translating camera starts from the two-view reconstruction; with a depth prior
+    the seed keyframes get the prior's shape (aligned to the triangulation) instead of
+    the triangulation's median on every pixel it does not cover."""
+    from slam.cli import main as cli
+    from slam.config import load_config
+    from slam.data.detect import open_sequence
+    from slam.depth.metrics import depth_metrics
+    from slam.system.frontend import Frontend
+    from slam.system.runner import run_sequence
+
+    seq_dir = tmp_path / "hh"
+    assert cli(["synth", str(seq_dir), "--seed", "9", "--frames", "30", "--size", "160x120", "--scene", "room",
+                "--motion", "handheld", "--depth", "--quiet"]) == 0
+    gt = [np.load(f) for f in sorted((seq_dir / "depth").glob("*.npy"))]
+    prior_dir = tmp_path / "prior"
+    prior_dir.mkdir()
+    for k, d in enumerate(gt):
+        np.save(prior_dir / f"{k:06d}.npy", (3.0 / d + 0.2).astype(np.float32))
+    seeds = []
+    two_view = Frontend._two_view_seed
+
+    def spy(self, n0):  # the seed depths as the two-view start leaves them, before any BA
+        ok = two_view(self, n0)
+        if ok:
+            seeds.append((self.store.frame_index[:n0].clone(), self.store.disps[:n0].clone()))
+        return ok
+
+    monkeypatch.setattr(Frontend, "_two_view_seed", spy)
+    cfg = load_config("run", ["correspondence=classical", "depth.prior.kind=folder",
+                              f"depth.prior.folder.path={prior_dir}", "depth.prior.folder.npy_kind=inverse_depth"])
+    run_sequence(open_sequence(seq_dir), cfg, progress=False)
+    assert len(seeds) == 1
+    idx, disps = seeds[0]
+    h, w = disps.shape[1:]
+    ref = np.stack([cv2.resize(gt[int(f)], (w, h), interpolation=cv2.INTER_AREA) for f in idx])
+    m = depth_metrics(1.0 / np.maximum(disps.numpy(), 1e-9), ref)
+    assert m["abs_rel"] < 0.1 and m["delta_1.25"] > 0.95  # (the median-filled triangulation: 0.27, 0.80)

@@ -137,6 +137,8 @@ class PriorWeightOptions:
     w_max: float = 1.0      #: weight where the geometry does not constrain depth at all (h = 0)
     h_thresh: float = 4.0   #: h at and above which the prior weight is 0
     h_lo: float = 0.4       #: smooth mode: h at and below which the weight is w_max (0 < h_lo < h_thresh)
+    check_sigma: float = 0.1  #: trust check (:func:`prior_trust`): log-depth disagreement at which the weight halves (0: off)
+    check_pixels: int = 50    #: ... pixels with h >= h_thresh a keyframe needs for its own check (fewer: pooled, then trusted)
 
 
 def prior_weight_from_hessian(H_dd: torch.Tensor | np.ndarray, cfg: PriorWeightOptions | Any = None,
@@ -192,3 +194,49 @@ def prior_weight_from_hessian(H_dd: torch.Tensor | np.ndarray, cfg: PriorWeightO
         w = w / d2
     w = w.to(H.dtype)
     return w.numpy() if is_np else w
+
+
+def prior_trust(H_dd: torch.Tensor, disps: torch.Tensor, disp_prior: torch.Tensor, conf: torch.Tensor,
+                cfg: PriorWeightOptions | Any = None) -> torch.Tensor:
+    """Per-keyframe trust in an aligned depth prior, from where the geometry is strong.
+
+    The Hessian rule (:func:`prior_weight_from_hessian`) uses the prior only where
+    the geometry does not constrain depth; there nothing can tell a good prior
+    from a bad one.  Where the geometry *is* strong (log-depth Hessian
+    ``h = H_dd * disps^2 >= h_thresh``) it can: the robust spread of the log
+    ratio between the aligned prior and the current inverse depths,
+    ``sigma = 1.4826 * median |log(disp_prior / disps)|`` over those pixels (with
+    prior confidence > 0.5), measures how far the prior is from the geometry.
+    The trust is ``1 / (1 + (sigma / check_sigma)^2)``: 1 for a prior that agrees,
+    about ``(check_sigma / sigma)^2`` for one that does not (a monocular network
+    on a scene unlike its training data).  A keyframe with fewer than
+    ``check_pixels`` such pixels (a new keyframe with few edges yet) gets the
+    trust of all keyframes' such pixels pooled: how well the prior does on this
+    video; with too few of those too (pure rotation, a static camera) the trust
+    is 1: the prior is then all there is.
+
+    Args:
+        H_dd: (N, h, w) diagonal of the depth block of the BA Hessian (inverse depth).
+        disps: (N, h, w) current inverse depths (> 0).
+        disp_prior: (N, h, w) prior inverse depths aligned to ``disps``.
+        conf: (N, h, w) prior confidence in [0, 1].
+        cfg: :class:`PriorWeightOptions` or a mapping of its fields.
+    Returns:
+        (N,) trust in (0, 1], same dtype and device as ``H_dd``.
+    """
+    opt = options_from(PriorWeightOptions, cfg, "weight")
+    N = H_dd.shape[0]
+    trust = torch.ones(N, dtype=H_dd.dtype, device=H_dd.device)
+    if not opt.check_sigma > 0:
+        return trust
+    h = H_dd.clamp_min(0) * disps.to(H_dd) ** 2
+    strong = (h >= opt.h_thresh) & (conf.to(H_dd) > 0.5) & (disps > 0) & (disp_prior > 0)
+    r = torch.log(disp_prior.to(H_dd).clamp_min(1e-12) / disps.to(H_dd).clamp_min(1e-12)).abs()
+    def of(x: torch.Tensor) -> float:
+        return 1.0 / (1.0 + (1.4826 * float(x.median()) / opt.check_sigma) ** 2)
+
+    pooled = of(r[strong]) if int(strong.sum()) >= opt.check_pixels else 1.0
+    for k in range(N):
+        m = strong[k]
+        trust[k] = of(r[k][m]) if int(m.sum()) >= opt.check_pixels else pooled
+    return trust

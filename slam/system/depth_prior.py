@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slam.depth.align import AlignOptions, PriorWeightOptions, align_scale_shift, prior_weight_from_hessian
+from slam.depth.align import (AlignOptions, PriorWeightOptions, align_scale_shift, prior_trust,
+                              prior_weight_from_hessian)
 from slam.depth.options import options_from, to_plain
 from slam.depth.prior import DepthPrior, make_prior
 
@@ -122,15 +123,21 @@ class PriorTerm:
             out[k] = self.initial_disp(raw[k], conf[k], disps[k]).to(disps)
         return out
 
-    def weight_rule(self, conf: torch.Tensor):
+    def weight_rule(self, conf: torch.Tensor, disp_prior: torch.Tensor | None = None):
         """The per-pixel BA weight as a function of the geometric depth Hessian.
 
         Returns ``fn(C (N, h, w), disps (N, h, w)) -> alpha (N, h, w)`` (for
         :class:`slam.ba.dense_ba.DenseBA`'s ``prior_weight``), the Hessian rule
-        times the prior's confidence ``conf`` (N, h, w).
+        times the prior's confidence ``conf`` (N, h, w), times, when the aligned
+        prior ``disp_prior`` (N, h, w) is given, each keyframe's trust in it
+        (:func:`slam.depth.align.prior_trust`: how well it agrees with the
+        depths where the geometry is strong).
         """
         def fn(C: torch.Tensor, disps: torch.Tensor) -> torch.Tensor:
-            return prior_weight_from_hessian(C, self.weight, disps) * conf.to(C)
+            w = prior_weight_from_hessian(C, self.weight, disps) * conf.to(C)
+            if disp_prior is not None:
+                w = w * prior_trust(C, disps, disp_prior, conf, self.weight)[:, None, None]
+            return w
 
         return fn
 

@@ -205,7 +205,8 @@ class Frontend:
 
         Frame 0's inverse depth is triangulated from the essential matrix of its
         correspondences to slot ``b = n0 - 1`` (untriangulated pixels get the
-        median), b gets the recovered pose (unit baseline) and the slots in
+        median; with a depth prior, the seed slots get the prior aligned to the
+        triangulation instead, :meth:`_prior_seed`), b gets the recovered pose (unit baseline) and the slots in
         between interpolate it on the Lie algebra.  Returns False (leaving the
         identity start) when the parallax or the inlier share is too small to
         trust, e.g. for a rotating camera.
@@ -224,16 +225,37 @@ class Frontend:
             return False
         disp = tv.disp.copy()
         disp[~tv.valid] = np.median(tv.disp[tv.valid])
+        seed = torch.from_numpy(disp).to(s.disps).expand(n0, -1, -1).clone()
+        if self.prior is not None and s.prior_disp is not None:
+            seed = self._prior_seed(n0, torch.from_numpy(tv.disp), torch.from_numpy(tv.valid))
         T = np.eye(4)
         T[:3, :3], T[:3, 3] = tv.R, tv.t
         xi = pp.mat2SE3(torch.from_numpy(T), check=False).Log()
         with s.lock:
             for k in range(1, n0):
                 s.poses[k] = (xi * (k / b)).Exp().tensor().to(s.poses)
-            s.disps[:n0] = torch.from_numpy(disp).to(s.disps)
+            s.disps[:n0] = seed.to(s.disps)
             s.version += 1
             s.changed.update(range(n0))
         return True
+
+    def _prior_seed(self, n0: int, tri: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(n0, h, w) seed inverse depths from the depth prior, in the two-view reconstruction's scale.
+
+        Slot 0's raw prior is aligned in scale and shift to the triangulated
+        inverse depths ``tri`` (h, w) on the ``valid`` (h, w) pixels; the later
+        seed slots' priors are scaled to its median.  The triangulation covers
+        only the textured pixels and is noisy at a small baseline: filling the
+        rest with its median would hand BA a flat start that it then keeps
+        (the prior's alignment follows the depths), whereas the prior knows
+        the shape everywhere.
+        """
+        s = self.store
+        with s.lock:
+            raw, conf = s.prior_disp[:n0].cpu(), s.prior_conf[:n0].cpu()
+        geo = valid.to(raw.dtype)
+        first = self.prior.aligned(raw[:1], conf[:1], tri.to(raw.dtype)[None], geo[None])[0]
+        return torch.stack([first] + [self.prior.initial_disp(raw[k], conf[k], first) for k in range(1, n0)])
 
     def _track_pose(self, t: int, lm: LMOptions | None = None) -> None:
         """Pose-only BA of slot t against the depths of up to ``radius`` predecessors

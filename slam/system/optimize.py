@@ -77,7 +77,7 @@ def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, opti
             raw, pconf = store.prior_disp[active].to(dev), store.prior_conf[active].to(dev)
             geo_conf = store.confidence[active].to(dev)
         disp_prior = prior.aligned(raw, pconf, disps, geo_conf)
-        prior_weight = prior.weight_rule(pconf)
+        prior_weight = prior.weight_rule(pconf, disp_prior)
     ba = DenseBA(ii_d, jj_d, target, ba_weight, active.numel(), fixed=fixed.to(dev), optimize_focal=optimize_focal,
                  disp_prior=disp_prior, prior_weight=prior_weight, options=options, optimize_disps=optimize_disps)
     res = ba.run(poses, disps, K)
