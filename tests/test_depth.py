@@ -569,7 +569,7 @@ def test_prior_trust():
     t = prior_trust(H, disps, torch.stack([good[0], bad[1], bad[2]]), conf, cfg)
     assert t[0] > 0.97 and t[1] < 0.1
     pooled = torch.log(torch.stack([good[0], bad[1]]) / disps[:2]).abs().median()  # keyframes 0 and 1
-    assert t[1] < t[2] < t[0] and float(t[2]) == pytest.approx(1 / (1 + (1.4826 * float(pooled) / 0.1) ** 2))
+    assert t[1] < t[2] < t[0] and float(t[2]) == pytest.approx(1 / (1 + (1.4826 * float(pooled) / 0.1) ** 4))
     assert bool((prior_trust(torch.zeros_like(H), disps, bad, conf, cfg) == 1).all())  # nothing to check against
     assert bool((prior_trust(H, disps, bad, conf, PriorWeightOptions(check_sigma=0.0)) == 1).all())  # off
 

@@ -138,6 +138,7 @@ class PriorWeightOptions:
     h_thresh: float = 4.0   #: h at and above which the prior weight is 0
     h_lo: float = 0.4       #: smooth mode: h at and below which the weight is w_max (0 < h_lo < h_thresh)
     check_sigma: float = 0.1  #: trust check (:func:`prior_trust`): log-depth disagreement at which the weight halves (0: off)
+    check_power: float = 4.0  #: ... trust 1 / (1 + (sigma / check_sigma)^check_power) (large: a gate)
     check_pixels: int = 50    #: ... pixels with h >= h_thresh a keyframe needs for its own check (fewer: pooled, then trusted)
 
 
@@ -207,9 +208,10 @@ def prior_trust(H_dd: torch.Tensor, disps: torch.Tensor, disp_prior: torch.Tenso
     ratio between the aligned prior and the current inverse depths,
     ``sigma = 1.4826 * median |log(disp_prior / disps)|`` over those pixels (with
     prior confidence > 0.5), measures how far the prior is from the geometry.
-    The trust is ``1 / (1 + (sigma / check_sigma)^2)``: 1 for a prior that agrees,
-    about ``(check_sigma / sigma)^2`` for one that does not (a monocular network
-    on a scene unlike its training data).  A keyframe with fewer than
+    The trust is ``1 / (1 + (sigma / check_sigma)^p)``, ``p = check_power``: 1 for a
+    prior that agrees, about ``(check_sigma / sigma)^p`` for one that does not (a
+    monocular network on a scene unlike its training data); a large ``p`` makes it
+    a gate.  A keyframe with fewer than
     ``check_pixels`` such pixels (a new keyframe with few edges yet) gets the
     trust of all keyframes' such pixels pooled: how well the prior does on this
     video; with too few of those too (pure rotation, a static camera) the trust
@@ -233,7 +235,7 @@ def prior_trust(H_dd: torch.Tensor, disps: torch.Tensor, disp_prior: torch.Tenso
     strong = (h >= opt.h_thresh) & (conf.to(H_dd) > 0.5) & (disps > 0) & (disp_prior > 0)
     r = torch.log(disp_prior.to(H_dd).clamp_min(1e-12) / disps.to(H_dd).clamp_min(1e-12)).abs()
     def of(x: torch.Tensor) -> float:
-        return 1.0 / (1.0 + (1.4826 * float(x.median()) / opt.check_sigma) ** 2)
+        return 1.0 / (1.0 + (1.4826 * float(x.median()) / opt.check_sigma) ** opt.check_power)
 
     pooled = of(r[strong]) if int(strong.sum()) >= opt.check_pixels else 1.0
     for k in range(N):
