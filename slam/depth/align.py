@@ -211,11 +211,11 @@ def prior_trust(H_dd: torch.Tensor, disps: torch.Tensor, disp_prior: torch.Tenso
     The trust is ``1 / (1 + (sigma / check_sigma)^p)``, ``p = check_power``: 1 for a
     prior that agrees, about ``(check_sigma / sigma)^p`` for one that does not (a
     monocular network on a scene unlike its training data); a large ``p`` makes it
-    a gate.  A keyframe with fewer than
-    ``check_pixels`` such pixels (a new keyframe with few edges yet) gets the
-    trust of all keyframes' such pixels pooled: how well the prior does on this
-    video; with too few of those too (pure rotation, a static camera) the trust
-    is 1: the prior is then all there is.
+    a gate.  A keyframe with fewer than ``check_pixels`` such pixels (a new
+    keyframe with few edges yet) gets the trust of all keyframes' such pixels
+    pooled: how well the prior does on this video; with too few of those too
+    (pure rotation, a static camera) the trust is 1: the prior is then all
+    there is.
 
     Args:
         H_dd: (N, h, w) diagonal of the depth block of the BA Hessian (inverse depth).
@@ -234,6 +234,7 @@ def prior_trust(H_dd: torch.Tensor, disps: torch.Tensor, disp_prior: torch.Tenso
     h = H_dd.clamp_min(0) * disps.to(H_dd) ** 2
     strong = (h >= opt.h_thresh) & (conf.to(H_dd) > 0.5) & (disps > 0) & (disp_prior > 0)
     r = torch.log(disp_prior.to(H_dd).clamp_min(1e-12) / disps.to(H_dd).clamp_min(1e-12)).abs()
+
     def of(x: torch.Tensor) -> float:
         return 1.0 / (1.0 + (1.4826 * float(x.median()) / opt.check_sigma) ** opt.check_power)
 

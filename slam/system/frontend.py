@@ -206,8 +206,8 @@ class Frontend:
         Frame 0's inverse depth is triangulated from the essential matrix of its
         correspondences to slot ``b = n0 - 1`` (untriangulated pixels get the
         median; with a depth prior, the seed slots get the prior aligned to the
-        triangulation instead, :meth:`_prior_seed`), b gets the recovered pose (unit baseline) and the slots in
-        between interpolate it on the Lie algebra.  Returns False (leaving the
+        triangulation instead, :meth:`_prior_seed`), b gets the recovered pose
+        (unit baseline) and the slots in between interpolate it on the Lie algebra.  Returns False (leaving the
         identity start) when the parallax or the inlier share is too small to
         trust, e.g. for a rotating camera.
         """
