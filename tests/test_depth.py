@@ -508,24 +508,32 @@ def test_slam_run_writes_consistent_video_depth(tmp_path):
     assert summary["video_depth"]["frames"] == 20 and rgb is not None
 
 
+def _world_with_prior(tmp_path, motion: str, seed: int, frames: int):
+    """A 160x120 room world with its depth maps, and a folder prior: its ground-truth
+    inverse depth in another scale and shift (what a monocular network knows at best)."""
+    from slam.cli import main as cli
+
+    seq_dir = tmp_path / motion
+    assert cli(["synth", str(seq_dir), "--seed", str(seed), "--frames", str(frames), "--size", "160x120",
+                "--scene", "room", "--motion", motion, "--depth", "--quiet"]) == 0
+    gt = [np.load(f) for f in sorted((seq_dir / "depth").glob("*.npy"))]
+    prior_dir = tmp_path / "prior"
+    prior_dir.mkdir()
+    for k, g in enumerate(gt):
+        np.save(prior_dir / f"{k:06d}.npy", (3.0 / g + 0.2).astype(np.float32))
+    return seq_dir, gt, prior_dir
+
+
 def test_depth_prior_holds_on_pure_rotation(tmp_path):
     """A rotating camera gives no parallax: without a prior the keyframe depths are
     unconstrained and drift; with a (scale- and shift-distorted) prior from a folder they
     start from it and BA keeps them there, while the rotations stay accurate."""
-    from slam.cli import main as cli
     from slam.config import load_config
     from slam.data.detect import open_sequence
     from slam.depth.metrics import depth_metrics
     from slam.system.runner import run_sequence
 
-    seq_dir = tmp_path / "rot"
-    assert cli(["synth", str(seq_dir), "--seed", "7", "--frames", "40", "--size", "160x120", "--scene", "room",
-                "--motion", "rotation", "--depth", "--quiet"]) == 0
-    gt = [np.load(f) for f in sorted((seq_dir / "depth").glob("*.npy"))]
-    prior_dir = tmp_path / "prior"
-    prior_dir.mkdir()
-    for k, g in enumerate(gt):  # the prior knows inverse depth only up to scale and shift
-        np.save(prior_dir / f"{k:06d}.npy", (3.0 / g + 0.2).astype(np.float32))
+    seq_dir, gt, prior_dir = _world_with_prior(tmp_path, "rotation", 7, 40)
     seq = open_sequence(seq_dir)
 
     def run(extra):
@@ -578,21 +586,13 @@ def test_two_view_seed_keeps_the_prior_depths(tmp_path, monkeypatch):
     """A translating camera starts from the two-view reconstruction; with a depth prior
     the seed keyframes get the prior's shape (aligned to the triangulation) instead of
     the triangulation's median on every pixel it does not cover."""
-    from slam.cli import main as cli
     from slam.config import load_config
     from slam.data.detect import open_sequence
     from slam.depth.metrics import depth_metrics
     from slam.system.frontend import Frontend
     from slam.system.runner import run_sequence
 
-    seq_dir = tmp_path / "hh"
-    assert cli(["synth", str(seq_dir), "--seed", "9", "--frames", "30", "--size", "160x120", "--scene", "room",
-                "--motion", "handheld", "--depth", "--quiet"]) == 0
-    gt = [np.load(f) for f in sorted((seq_dir / "depth").glob("*.npy"))]
-    prior_dir = tmp_path / "prior"
-    prior_dir.mkdir()
-    for k, d in enumerate(gt):
-        np.save(prior_dir / f"{k:06d}.npy", (3.0 / d + 0.2).astype(np.float32))
+    seq_dir, gt, prior_dir = _world_with_prior(tmp_path, "handheld", 9, 30)
     seeds = []
     two_view = Frontend._two_view_seed
 
