@@ -227,7 +227,7 @@ class Frontend:
         disp[~tv.valid] = np.median(tv.disp[tv.valid])
         seed = torch.from_numpy(disp).to(s.disps).expand(n0, -1, -1).clone()
         if self.prior is not None and s.prior_disp is not None:
-            seed = self._prior_seed(n0, torch.from_numpy(tv.disp), torch.from_numpy(tv.valid))
+            seed = self._prior_seed(n0, torch.from_numpy(disp), torch.from_numpy(tv.valid))
         T = np.eye(4)
         T[:3, :3], T[:3, 3] = tv.R, tv.t
         xi = pp.mat2SE3(torch.from_numpy(T), check=False).Log()
@@ -243,7 +243,8 @@ class Frontend:
         """(n0, h, w) seed inverse depths from the depth prior, in the two-view reconstruction's scale.
 
         Slot 0's raw prior is aligned in scale and shift to the triangulated
-        inverse depths ``tri`` (h, w) on the ``valid`` (h, w) pixels; the later
+        inverse depths ``tri`` (h, w, finite: the median where not triangulated)
+        on the ``valid`` (h, w) pixels (too few: scaled to its median); the later
         seed slots' priors are scaled to its median.  The triangulation covers
         only the textured pixels and is noisy at a small baseline: filling the
         rest with its median would hand BA a flat start that it then keeps
