@@ -35,6 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from slam.eval.report import markdown_table  # noqa: E402 (after the path)
+
 
 def gt_frames(seq, step: int) -> dict[int, np.ndarray]:
     """Frame row -> ground-truth depth, for every ``step``-th of the frames that have one."""
@@ -132,18 +134,15 @@ def main() -> int:
                     print(row, file=sys.stderr, flush=True)
     print(f"\n{platform.node()} | python {platform.python_version()} | adapt-depth --time {args.time:g} "
           f"{' '.join(args.set)} | synthetic {args.frames} frames {args.size}\n")
-    print("| sequence | network | GT frames | abs-rel (median) | d<1.25 (median) | abs-rel (scale+shift) | "
-          "d<1.25 (scale+shift) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for r in depth_table:
-        print(f"| {r['sequence']} | {r['network']} | {r['gt']} | {r['med_abs_rel']:.3f} | {r['med_d125']:.3f} | "
-              f"{r['st_abs_rel']:.3f} | {r['st_d125']:.3f} |")
+    print(markdown_table(depth_table, (
+        ("sequence", "sequence", "s"), ("network", "network", "s"), ("GT frames", "gt", ".0f"),
+        ("abs-rel (median)", "med_abs_rel", ".3f"), ("d<1.25 (median)", "med_d125", ".3f"),
+        ("abs-rel (scale+shift)", "st_abs_rel", ".3f"), ("d<1.25 (scale+shift)", "st_d125", ".3f"))))
     if track_table:
-        print("\n| sequence | run | keyframes (with GT) | kf abs-rel | kf d<1.25 | ATE % path |")
-        print("|---|---|---:|---:|---:|---:|")
-        for r in track_table:
-            print(f"| {r['sequence']} | {r['run']} | {r['kf']} ({r['kf_gt']}) | {r['kf_abs_rel']:.3f} | "
-                  f"{r['kf_d125']:.3f} | {r['ate']:.2f} |")
+        print()
+        print(markdown_table(({**r, "kfs": f"{r['kf']} ({r['kf_gt']})"} for r in track_table), (
+            ("sequence", "sequence", "s"), ("run", "run", "s"), ("keyframes (with GT)", "kfs", "s"),
+            ("kf abs-rel", "kf_abs_rel", ".3f"), ("kf d<1.25", "kf_d125", ".3f"), ("ATE % path", "ate", ".2f"))))
     return 0
 
 

@@ -36,6 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from slam.eval.report import markdown_table  # noqa: E402 (after the path)
+
 
 def simulated_prior(gt: list[np.ndarray], out: Path, amp: float, seed: int) -> None:
     """Write one distorted inverse-depth .npy per frame (see the module docstring)."""
@@ -109,11 +111,9 @@ def main() -> int:
                 print(row, file=sys.stderr, flush=True)
     print(f"\n{platform.node()} | python {platform.python_version()} | frames {args.frames} | size {args.size} | "
           f"prior amplitude {args.prior_amp}\n")
-    print("| world | run | keyframes | kf abs_rel | kf d<1.25 | rot err max [deg] | ATE % path |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['world']} | {r['run']} | {r['kf']} | {r['abs_rel']:.3g} | {r['d125']:.3f} | {r['rot']:.3f} | "
-              f"{r['ate']:.2f} |")
+    print(markdown_table(rows, (
+        ("world", "world", "s"), ("run", "run", "s"), ("keyframes", "kf", ".0f"), ("kf abs_rel", "abs_rel", ".3g"),
+        ("kf d<1.25", "d125", ".3f"), ("rot err max [deg]", "rot", ".3f"), ("ATE % path", "ate", ".2f"))))
     return 0
 
 

@@ -189,20 +189,9 @@ def _num(v: Any) -> float:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of ``rows`` (columns :data:`TABLE`); missing numbers are ``-``."""
-    head = "| " + " | ".join(h for h, _, _ in TABLE) + " |"
-    sep = "|" + "|".join("---" if f == "s" else "---:" for _, _, f in TABLE) + "|"
-    lines = [head, sep]
-    for r in rows:
-        cells = []
-        for _, key, fmt in TABLE:
-            v = 100.0 * _num(r.get("tracked_fraction")) if key == "tracked_pct" else r.get(key)
-            if fmt == "s":
-                cells.append(str(v))
-            else:
-                x = _num(v)
-                cells.append(format(x, fmt) if math.isfinite(x) else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    from slam.eval.report import markdown_table
+
+    return markdown_table(({**r, "tracked_pct": 100.0 * _num(r.get("tracked_fraction"))} for r in rows), TABLE)
 
 
 def make_row(sequence: str, method: str, evaluation: Any, *, frames: int, tracked_fraction: float,

@@ -238,8 +238,9 @@ def prior_trust(H_dd: torch.Tensor, disps: torch.Tensor, disp_prior: torch.Tenso
     def of(x: torch.Tensor) -> float:
         return 1.0 / (1.0 + (1.4826 * float(x.median()) / opt.check_sigma) ** opt.check_power)
 
-    pooled = of(r[strong]) if int(strong.sum()) >= opt.check_pixels else 1.0
-    for k in range(N):
-        m = strong[k]
-        trust[k] = of(r[k][m]) if int(m.sum()) >= opt.check_pixels else pooled
+    own = strong.sum((1, 2)) >= opt.check_pixels
+    for k in torch.nonzero(own)[:, 0].tolist():
+        trust[k] = of(r[k][strong[k]])
+    if not bool(own.all()) and int(strong.sum()) >= opt.check_pixels:
+        trust[~own] = of(r[strong])  # pooled over all keyframes
     return trust

@@ -225,9 +225,10 @@ class Frontend:
             return False
         disp = tv.disp.copy()
         disp[~tv.valid] = np.median(tv.disp[tv.valid])
-        seed = torch.from_numpy(disp).to(s.disps).expand(n0, -1, -1).clone()
         if self.prior is not None and s.prior_disp is not None:
             seed = self._prior_seed(n0, torch.from_numpy(disp), torch.from_numpy(tv.valid))
+        else:
+            seed = torch.from_numpy(disp).expand(n0, -1, -1)
         T = np.eye(4)
         T[:3, :3], T[:3, 3] = tv.R, tv.t
         xi = pp.mat2SE3(torch.from_numpy(T), check=False).Log()
