@@ -102,18 +102,15 @@ def main() -> int:
     args = ap.parse_args()
 
     from slam.cli import main as cli
+    from slam.commands.synth import render_specs
     from slam.data.detect import open_sequence
 
     depth_table, track_table = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        seqs = []
-        for spec in [s for s in args.worlds.split(",") if s]:
-            scene, motion, seed = spec.split(":")
-            d = Path(tmp) / spec.replace(":", "-")
-            if cli(["synth", str(d), "--seed", seed, "--frames", str(args.frames), "--size", args.size,
-                    "--scene", scene, "--motion", motion, "--depth", "--format", "tartanair", "--quiet"]) != 0:
-                return 1
-            seqs.append((f"{scene}/{motion} (seed {seed})", d))
+        worlds = render_specs(args.worlds, Path(tmp), args.frames, args.size, ("--format", "tartanair"))
+        if worlds is None:
+            return 1
+        seqs = [(f"{scene}/{motion} (seed {seed})", d) for scene, motion, seed, d in worlds]
         seqs += [(Path(p).name, Path(p)) for p in args.sequences.split(",") if p]
         for name, path in seqs:
             seq = open_sequence(path)

@@ -82,19 +82,17 @@ def main() -> int:
     ap.add_argument("--set", nargs="*", default=[], help="extra configs/run.yaml overrides")
     args = ap.parse_args()
 
-    from slam.cli import main as cli
+    from slam.commands.synth import render_specs
     from slam.config import load_config
     from slam.data.detect import open_sequence
     from slam.system.runner import run_sequence
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in [s for s in args.worlds.split(",") if s]:
-            scene, motion, seed = spec.split(":")
-            d = Path(tmp) / spec.replace(":", "-")
-            if cli(["synth", str(d), "--seed", seed, "--frames", str(args.frames), "--size", args.size,
-                    "--scene", scene, "--motion", motion, "--depth", "--quiet"]) != 0:
-                return 1
+        worlds = render_specs(args.worlds, Path(tmp), args.frames, args.size)
+        if worlds is None:
+            return 1
+        for scene, motion, seed, d in worlds:
             seq = open_sequence(d)
             gt = [np.load(f) for f in sorted((d / "depth").glob("*.npy"))]
             simulated_prior(gt, d / "prior", args.prior_amp, int(seed))

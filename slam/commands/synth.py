@@ -51,6 +51,26 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def render_specs(specs: str, root: Path, frames: int, size: str,
+                 extra: tuple[str, ...] = ()) -> list[tuple[str, str, str, Path]] | None:
+    """Render comma-separated ``scene:motion:seed`` worlds with depth under ``root``
+    (``slam synth ROOT/scene-motion-seed --depth --quiet [extra]``, for the benchmark scripts).
+
+    Returns ``[(scene, motion, seed, folder), ...]``, or None when one of them failed
+    (``slam synth`` has printed why)."""
+    from slam.cli import main as cli
+
+    out = []
+    for spec in [t for t in specs.split(",") if t]:
+        scene, motion, seed = spec.split(":")
+        d = Path(root) / spec.replace(":", "-")
+        if cli(["synth", str(d), "--seed", seed, "--frames", str(frames), "--size", size,
+                "--scene", scene, "--motion", motion, "--depth", "--quiet", *extra]) != 0:
+            return None
+        out.append((scene, motion, seed, d))
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
     """Render and write; returns 0."""
     from slam.data.sequence import InputError
