@@ -44,6 +44,19 @@ def test_backend_in_its_own_thread(world):
                               "backend.every=2"])
     recon = run_sequence(world, cfg, progress=False)
     assert recon.tracked.all() and _ate_pct(recon, world) < 5.0
+
+
+def test_initialisation_on_a_shaky_camera():
+    """A shaky camera's first keyframes: least squares alone lets a few confident gross flow errors
+    pull the initialisation off (19 % of the path over these 35 frames, no final refinement to repair
+    it); the graduated robust stages after it (frontend.init_graduated) bring it to 0.6 %."""
+    world = make_world(seed=4, scene="clutter", motion="shaky", frames=35, width=320, height=240)
+    base = ["correspondence=classical", "backend.final_iters=0", "backend.refine_rounds=0"]
+    recon = run_sequence(world, load_config("run", base), progress=False)
+    assert recon.tracked.all() and _ate_pct(recon, world) < 2.0
+    # the world still exercises the stages (if least squares alone gets it right, choose a harder world)
+    plain = run_sequence(world, load_config("run", [*base, "frontend.init_graduated=[]"]), progress=False)
+    assert _ate_pct(plain, world) > 5.0
     assert not any(t.name.startswith("slam-") for t in threading.enumerate())
 
 
@@ -331,7 +344,8 @@ def test_learned_without_weights_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("override,word", [("lm.robust=tukey", "robust"),
                                            ("correspondence.preset=foo", "preset"),
-                                           ("frame_cache_mb=abc", "frame_cache_mb")])
+                                           ("frame_cache_mb=abc", "frame_cache_mb"),
+                                           ("frontend.init_graduated=[10,-1]", "init_graduated")])
 def test_bad_option_value_is_a_clear_error(tmp_path, capsys, override, word):
     code = cli(["run", "--out", str(tmp_path / "o"), "--no-progress", override])
     err = capsys.readouterr().err

@@ -45,9 +45,16 @@ class FrontendOptions:
     init_min_inliers: float = 0.5   # share of RANSAC inliers needed to trust the two-view start
     init_ransac_px: float = 0.3     # RANSAC threshold (feature px) of the essential matrix
     init_robust: bool = False       # the initialisation's BAs use the robust loss of ``lm`` (else least squares)
+    init_graduated: tuple[float, ...] = (10.0, 3.0, 1.0)  # then the robust loss at these multiples of lm.robust_px
+    init_graduated_iters: int = 20  # LM iterations of each graduated stage
     init_prior_parallax: float = 0.35  # with a depth prior: flow of the first two keyframes left after the best
                                        # rotation (feature px) below which each initial keyframe is tracked alone
     record_tracks: bool = True      # keep each non-keyframe's correspondences to its keyframe for the filler
+
+    def __post_init__(self) -> None:
+        self.init_graduated = tuple(float(m) for m in self.init_graduated)
+        if any(not m > 0 for m in self.init_graduated):
+            raise ValueError(f"frontend.init_graduated must hold positive multiples, got {list(self.init_graduated)}")
 
 
 class Frontend:
@@ -174,8 +181,30 @@ class Frontend:
                 self.graph.add(ii[sel], jj[sel])
                 solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
                                motion=self.motion, prior=self.prior)
+            self._graduate(focal)
             self._normalize_scale()
         self.initialized = True
+
+    def _graduate(self, focal: bool) -> None:
+        """Graduated robust loss over the initial keyframes: from the least-squares
+        solution, BA with ``lm``'s robust loss at scales ``init_graduated`` x
+        ``lm.robust_px`` in turn (large to small).
+
+        Least squares from the rough start finds the right basin but lets a few
+        confident gross flow errors pull it (a shaky camera's first keyframes
+        end tens of percent off); the robust loss at its working scale from the
+        rough start keeps wrong minima (orbits).  Widening the robust kernel
+        first and narrowing it step by step (graduated non-convexity) goes
+        from the one to the other.  Off when ``lm.robust`` is ``none`` or
+        ``init_graduated`` is empty.
+        """
+        o = self.opt
+        if self.lm.robust == "none":
+            return
+        for m in o.init_graduated:
+            lm = LMOptions(**{**vars(self.lm), "iters": o.init_graduated_iters, "robust_px": self.lm.robust_px * m})
+            solve_graph(self.store, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
+                        motion=self.motion, prior=self.prior)
 
     def _rotation_parallax(self, upd: EdgeUpdate) -> float:
         """Flow (feature px) of a one-edge :class:`EdgeUpdate` left after the best-fitting pure
