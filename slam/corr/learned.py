@@ -42,6 +42,7 @@ class LearnedOptions:
     rounds: int = 3               #: update -> BA rounds per BA call of the frontend and backend
     on_demand: bool = False       #: on-demand correlation instead of all-pairs volumes
     max_elements: int = 50_000_000  #: on-demand chunk size (float elements)
+    chunk_edges: int = 32         #: edges updated together (bounds the all-pairs volumes held at once; 0: all)
     stride: int = 8               #: processing / feature resolution (fixed by the network)
 
 
@@ -95,7 +96,22 @@ class LearnedFlow(CorrespondenceSource):
 
     def update(self, frames_i: list[FrameData], frames_j: list[FrameData], coords: torch.Tensor,
                state: Any = None) -> EdgeUpdate:
-        """One update step for E edges from ``coords`` (E, h, w, 2); ``state`` (E, hidden, h, w) or None."""
+        """One update step for E edges from ``coords`` (E, h, w, 2); ``state`` (E, hidden, h, w) or None.
+
+        The edges are updated ``chunk_edges`` at a time, so that the all-pairs
+        volumes held at once (about 7.7 MB an edge at 320x240) stay bounded
+        however many edges a global BA has."""
+        E, c = len(frames_i), self.opt.chunk_edges
+        if c <= 0 or E <= c:
+            return self._update(frames_i, frames_j, coords, state)
+        parts = [self._update(frames_i[k:k + c], frames_j[k:k + c], coords[k:k + c],
+                              None if state is None else state[k:k + c]) for k in range(0, E, c)]
+        return EdgeUpdate(target=torch.cat([p.target for p in parts]), weight=torch.cat([p.weight for p in parts]),
+                          motion=torch.cat([p.motion for p in parts]), state=torch.cat([p.state for p in parts]))
+
+    def _update(self, frames_i: list[FrameData], frames_j: list[FrameData], coords: torch.Tensor,
+                state: Any = None) -> EdgeUpdate:
+        """:meth:`update` for one chunk of edges."""
         with torch.no_grad():
             corr = self._corr(frames_i, frames_j)
             coords = coords.to(self.device, torch.float32)
