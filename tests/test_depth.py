@@ -227,6 +227,27 @@ def test_network_prior_with_shipped_weights(tmp_path):
         make_prior({"kind": "network", "network": {"weights": str(tmp_path / "other.pt")}})
 
 
+def test_network_prior_uses_the_checkpoints_training_size(tmp_path):
+    """An adapted checkpoint records the size it was trained at (slam adapt-depth writes
+    provenance["train_size"]); the prior feeds the network that size unless told otherwise."""
+    from slam.depth.monodepth import SHIPPED_TRAIN_SIZE, load_monodepth, save_monodepth
+
+    assert make_prior({"kind": "network"}).size == SHIPPED_TRAIN_SIZE == (128, 96)
+    adapted = tmp_path / "adapted.pt"
+    save_monodepth(adapted, load_monodepth(), {"command": "test", "train_size": [64, 48]})
+    prior = make_prior({"kind": "network", "network": {"weights": str(adapted)}})
+    assert prior.size == (64, 48)
+    calls = []
+    orig = prior.model.predict
+    prior.model.predict = lambda image, size: calls.append(size) or orig(image, size)
+    inv, _ = prior.predict(np.zeros((120, 160, 3), np.uint8), 0)
+    assert calls == [(64, 48)] and inv.shape == (120, 160)
+    assert make_prior({"kind": "network", "network": {"weights": str(adapted), "size": [96, 64]}}).size == (96, 64)
+    assert make_prior({"kind": "network", "network": {"weights": str(adapted), "size": None}}).size is None
+    with pytest.raises(InputError, match="size"):
+        make_prior({"kind": "network", "network": {"size": "big"}})
+
+
 def test_prior_none():
     assert make_prior({"kind": "none"}) is None and make_prior(None) is None and make_prior("none") is None
     assert make_prior(OmegaConf.load(CONFIGS / "prior.yaml")) is None  # the shipped default: no prior

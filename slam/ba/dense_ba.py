@@ -65,7 +65,13 @@ from slam.geometry.projective import DEFAULT_MIN_DEPTH_RATIO, project_edges
 
 @dataclass
 class LMOptions:
-    """Tunables of the solver (defaults mirrored in ``configs/ba/default.yaml``)."""
+    """Tunables of the solver.
+
+    The defaults are the plain solver (least squares, as the unit tests and
+    :func:`bundle_adjust` use it); the system's settings, with comments, are
+    ``configs/ba/default.yaml``, which differs in ``robust`` (``cauchy``) and
+    ``robust_px`` (0.1 feature px).
+    """
 
     iters: int = 10                #: linearisations (LM iterations)
     lambda_init: float = 1e-4      #: initial LM damping (relative to the diagonal)

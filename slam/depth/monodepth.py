@@ -31,6 +31,9 @@ from slam.data.sequence import InputError
 
 #: Shipped weights (trained by ``tools/train_monodepth.py``, see ``weights/README.md``).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "monodepth_small.pt"
+#: (W, H) the shipped weights were trained at (tools/train_monodepth.py); checkpoints that record
+#: their own (``provenance["train_size"]``, written by ``slam adapt-depth``) override it
+SHIPPED_TRAIN_SIZE = (128, 96)
 _MEAN, _STD = 0.45, 0.225
 
 
@@ -148,6 +151,9 @@ def save_monodepth(path: str | Path, model: MonoDepthNet, provenance: dict[str, 
 def load_monodepth(path: str | Path | None = None, device: str | torch.device = "cpu") -> MonoDepthNet:
     """Load a checkpoint (default: the shipped weights).
 
+    The model's ``train_size`` attribute is the (W, H) recorded in the
+    checkpoint's provenance (``train_size``), else :data:`SHIPPED_TRAIN_SIZE`.
+
     Raises:
         InputError: missing, unreadable, not a monodepth checkpoint, or not matching the model.
     """
@@ -165,4 +171,9 @@ def load_monodepth(path: str | Path | None = None, device: str | torch.device = 
         model.load_state_dict(ck["state_dict"])
     except (TypeError, KeyError, RuntimeError) as e:
         raise InputError(f"{path}: checkpoint does not match the monodepth network ({e.__class__.__name__})") from None
+    size = (ck.get("provenance") or {}).get("train_size")
+    try:
+        model.train_size = (int(size[0]), int(size[1])) if size else SHIPPED_TRAIN_SIZE
+    except (TypeError, ValueError, IndexError):
+        raise InputError(f"{path}: bad train_size {size!r} in the checkpoint's provenance") from None
     return model.to(device).eval()

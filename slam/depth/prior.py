@@ -398,7 +398,8 @@ class NetworkPriorOptions:
     """Options of :class:`NetworkPrior` (``configs/depth/prior.yaml``, ``network``)."""
 
     weights: str | None = None             #: checkpoint (None: the shipped weights/monodepth_small.pt)
-    size: tuple[int, int] | None = (128, 96)  #: (W, H) the image is resized to (the training size; None: as is)
+    size: tuple[int, int] | str | None = "checkpoint"  #: (W, H) the image is resized to; "checkpoint": the
+                                                        #: checkpoint's training size; None: as is
     device: str = "cpu"                    #: torch device of the network
 
 
@@ -412,10 +413,17 @@ class NetworkPrior(DepthPrior):
 
         self.opt = options_from(NetworkPriorOptions, options, "depth.prior.network")
         self.model = load_monodepth(self.opt.weights, self.opt.device)
+        size = self.opt.size
+        if isinstance(size, str):
+            if size != "checkpoint":
+                raise InputError(f"depth.prior.network.size must be [W, H], null or checkpoint, not {size!r}")
+            size = self.model.train_size
+        #: (W, H) the network sees, or None (the image as is): an adapted checkpoint's own training size
+        self.size: tuple[int, int] | None = (int(size[0]), int(size[1])) if size else None
 
     def predict(self, image: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
         _check_image(image)
-        inv = self.model.predict(image, tuple(self.opt.size) if self.opt.size else None).astype(np.float32)
+        inv = self.model.predict(image, self.size).astype(np.float32)
         return inv, np.ones_like(inv)
 
 

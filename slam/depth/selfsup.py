@@ -48,11 +48,15 @@ from slam.train.losses import photometric_error, smoothness, warp
 MIN_TRAIN_S = 1.0
 
 
+#: photometric error given to pixels no source reaches (far above any real error, which is <= 1)
+_NO_WARP = 1e3
+
+
 @dataclass
 class SelfSupOptions:
     """Tunables (mirrored, with comments, in ``configs/adapt_depth.yaml``)."""
 
-    size: tuple[int, int] = (128, 96)  # (W, H) training size: the network prior's input size (depth.prior.network.size)
+    size: tuple[int, int] = (128, 96)  # (W, H) training size, recorded in the checkpoint: the network prior then feeds this size
     batch: int = 4                     # target frames per step
     max_gap: int = 4                   # sources are g = 1..max_gap frames before and after the target
     lr: float = 1.0e-4                 # AdamW learning rate (constant)
@@ -63,18 +67,19 @@ class SelfSupOptions:
     automask: bool = True              # leave out pixels the unwarped source already explains better
     min_disp_ratio: float = 0.01       # added to the scaled inverse depths, as a fraction of the run's median (keeps them > 0)
     scale_lr: float = 1.0e-2           # learning rate of a per-frame log-scale correction of the median scale (0: none)
+    check_samples: int = 16            # fixed samples whose loss is measured before and after (summary's check_before/after)
 
     def __post_init__(self) -> None:
         try:
             self.size = (int(self.size[0]), int(self.size[1]))
-            self.batch, self.max_gap = int(self.batch), int(self.max_gap)
+            self.batch, self.max_gap, self.check_samples = int(self.batch), int(self.max_gap), int(self.check_samples)
             for name in ("lr", "weight_decay", "clip", "alpha", "smooth", "min_disp_ratio", "scale_lr"):
                 setattr(self, name, float(getattr(self, name)))
         except (TypeError, ValueError, IndexError) as e:
             raise ValueError(f"train: {e}") from None
-        if min(self.size) < 16 or self.size[0] % 16 or self.size[1] % 16 or self.batch < 1 or self.max_gap < 1 or not self.lr > 0 or not 0 <= self.alpha <= 1:
-            raise ValueError("train: need sides that are multiples of 16, batch >= 1, max_gap >= 1, lr > 0 and "
-                             "0 <= alpha <= 1")
+        if min(self.size) < 16 or self.size[0] % 16 or self.size[1] % 16 or self.batch < 1 or self.max_gap < 1 or not self.lr > 0 or not 0 <= self.alpha <= 1 or self.check_samples < 1:
+            raise ValueError("train: need sides that are multiples of 16, batch >= 1, max_gap >= 1, lr > 0, "
+                             "0 <= alpha <= 1 and check_samples >= 1")
 
 
 def scale_intrinsics(K: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
@@ -126,7 +131,7 @@ def view_synthesis_loss(disp_raw: torch.Tensor, target: torch.Tensor, sources: t
     disp = disp_raw * (run_scale.to(disp_raw) / med)[:, None, None]
     disp = disp.clamp(min=1e-9) + opt.min_disp_ratio * run_scale.to(disp_raw)[:, None, None]
     warped_err, ident_err = [], []
-    big = torch.tensor(1e3, dtype=target.dtype, device=target.device)
+    big = torch.tensor(_NO_WARP, dtype=target.dtype, device=target.device)
     for s in range(S):
         flow, front = reproject(disp, K, T_st[:, s])
         img, inside = warp(sources[:, s], flow)
@@ -215,19 +220,18 @@ def run_scales(kf_indices: np.ndarray, kf_disps: np.ndarray, frame_ids: np.ndarr
 
 
 def adapt_depth(model: MonoDepthNet, samples: VideoSamples, opt: SelfSupOptions, *, time_s: float | None,
-                steps: int | None, seed: int, progress: bool = False, check: int = 16
-                ) -> dict[str, Any]:
+                steps: int | None, seed: int, progress: bool = False) -> dict[str, Any]:
     """Train ``model`` in place on ``samples`` for ``time_s`` seconds and/or ``steps`` steps
     (whichever ends first; at least one step; Ctrl-C ends it early, ``interrupted`` True).
 
-    ``check`` fixed samples (drawn with ``seed``) measure the photometric loss before and
+    ``opt.check_samples`` fixed samples (drawn with ``seed``) measure the photometric loss before and
     after, in evaluation mode.  Returns a summary: steps, wall time, loss history
     (one value per step), and ``check_before`` / ``check_after``.
     """
     if time_s is None and steps is None:
         raise ValueError("give a time budget or a number of steps")
     rng = np.random.default_rng(seed)
-    ct, cg = samples.draw(np.random.default_rng(seed + 1), check)
+    ct, cg = samples.draw(np.random.default_rng(seed + 1), opt.check_samples)
     dev = next(model.parameters()).device
 
     # per-frame correction of the median scale, learned with the network (the median of a map
