@@ -244,8 +244,9 @@ def test_network_prior_uses_the_checkpoints_training_size(tmp_path):
     assert calls == [(64, 48)] and inv.shape == (120, 160)
     assert make_prior({"kind": "network", "network": {"weights": str(adapted), "size": [96, 64]}}).size == (96, 64)
     assert make_prior({"kind": "network", "network": {"weights": str(adapted), "size": None}}).size is None
-    with pytest.raises(InputError, match="size"):
-        make_prior({"kind": "network", "network": {"size": "big"}})
+    for bad in ("big", [96], [96, -1], ["a", 64]):
+        with pytest.raises(InputError, match="size"):
+            make_prior({"kind": "network", "network": {"size": bad}})
 
 
 def test_prior_none():

@@ -418,6 +418,12 @@ class NetworkPrior(DepthPrior):
             if size != "checkpoint":
                 raise InputError(f"depth.prior.network.size must be [W, H], null or checkpoint, not {size!r}")
             size = self.model.train_size
+        try:
+            ok = not size or (len(size) == 2 and min(int(v) for v in size) > 0)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"depth.prior.network.size must be [W, H] (positive), null or checkpoint, not {size!r}")
         #: (W, H) the network sees, or None (the image as is): an adapted checkpoint's own training size
         self.size: tuple[int, int] | None = (int(size[0]), int(size[1])) if size else None
 

@@ -46,8 +46,6 @@ from slam.train.losses import photometric_error, smoothness, warp
 
 #: seconds of training granted when the reconstruction used up the whole ``--time`` budget
 MIN_TRAIN_S = 1.0
-
-
 #: photometric error given to pixels no source reaches (far above any real error, which is <= 1)
 _NO_WARP = 1e3
 
