@@ -187,6 +187,9 @@ class DenseBA:
             raise ValueError("edges must join two different frames")
         self.ii, self.jj = ii.long(), jj.long()
         self.target, self.weight = target, weight
+        E = self.ii.numel()
+        self._target_cf = target.reshape(E, -1, 2).transpose(1, 2).contiguous()  # (E, 2, P)
+        self._weight_cf = weight.reshape(E, -1, 2).transpose(1, 2).contiguous()
         self.N = n_frames
         self.opt = options or LMOptions()
         self.optimize_focal = optimize_focal
@@ -273,19 +276,21 @@ class DenseBA:
                            min_depth_ratio=self.opt.min_depth_ratio)
         H_, W_ = disps.shape[-2:]
         P = H_ * W_
-        wt = (self.weight * pr.valid[..., None]).reshape(E, P, 2)
-        r = (self.target - pr.coords).reshape(E, P, 2)
+        # channels first, pixels last (contiguous): the reductions over pixels below are
+        # matrix products and two-term sums instead of strided reductions
+        wt = self._weight_cf * pr.valid.view(E, 1, P)  # (E, 2, P)
+        r = self._target_cf - pr.coords_cf.view(E, 2, P)
         r2 = r * r
         cost = (wt * self._rho(r2)).sum(dtype=torch.float64)
         if self.opt.robust != "none":  # iteratively reweighted least squares: weights x rho'(r^2), held constant
             wt = wt * self._rho_prime(r2.detach())
-        Jd = pr.Jd.reshape(E, P, 2)
+        Jd = pr.Jd_cf.view(E, 2, P)
         # Only [Jj | Jf] is formed per pixel; since Ji = -Jj Ad(G_ij), every block
         # involving pose i follows from the 7x7 moments through M = [[-Ad, I, 0], [0, 0, 1]].
-        J7 = pr.Jjf.reshape(E, P * 2, 7)
-        J7w = J7 * wt.reshape(E, P * 2, 1)
-        H7 = J7w.transpose(1, 2) @ J7  # (E, 7, 7)
-        g7 = (J7w.transpose(1, 2) @ r.reshape(E, P * 2, 1))[..., 0]  # (E, 7)
+        J7 = pr.J7.view(E, 7, 2 * P)
+        J7w = J7 * wt.view(E, 1, 2 * P)
+        H7 = J7w @ J7.transpose(1, 2)  # (E, 7, 7)
+        g7 = (J7w @ r.view(E, 2 * P, 1))[..., 0]  # (E, 7)
         M = torch.zeros(E, 7, 13, dtype=r.dtype, device=r.device)
         M[:, :6, :6] = -pr.adj
         M[:, :6, 6:12] = torch.eye(6, dtype=r.dtype, device=r.device)
@@ -304,20 +309,20 @@ class DenseBA:
         # depth diagonal and gradient
         wJd = wt * Jd
         C = torch.zeros(N, P, dtype=r.dtype, device=r.device)
-        C.index_add_(0, ii, (wJd * Jd).sum(-1))
+        C.index_add_(0, ii, wJd[:, 0] * Jd[:, 0] + wJd[:, 1] * Jd[:, 1])
         w = torch.zeros(N, P, dtype=r.dtype, device=r.device)
-        w.index_add_(0, ii, (wJd * r).sum(-1))
-        # coupling rows E7 = sum_c [Jj | Jf]^T w Jd -> (E, P, 7); pose-i rows = -E7[:6] Ad
-        E7 = (J7w.reshape(E, P, 2, 7) * Jd[..., None]).sum(2)
-        Ej = E7[..., :6]
-        Ei = -(Ej @ pr.adj)
+        w.index_add_(0, ii, wJd[:, 0] * r[:, 0] + wJd[:, 1] * r[:, 1])
+        # coupling rows E7 = sum_c [Jj | Jf]^T w Jd -> (E, 7, P); pose-i rows = -Ad^T E7[:6]
+        J7w4 = J7w.view(E, 7, 2, P)
+        E7 = J7w4[:, :, 0] * Jd[:, None, 0] + J7w4[:, :, 1] * Jd[:, None, 1]
+        Ej = E7[:, :6]
+        Ei = -(pr.adj.transpose(1, 2) @ Ej)
+        # Q (N, R, P), R = 6 S + 1: rows of pose i itself, of its S - 1 neighbours (by rank), of the focal
         S = 1 + self.maxdeg
-        Q = torch.zeros(N, S, P, 6, dtype=r.dtype, device=r.device)
-        Q[:, 0].index_add_(0, ii, Ei)
-        Q[ii, 1 + self.rank] = Ej
-        Qf = torch.zeros(N, P, dtype=r.dtype, device=r.device)
-        Qf.index_add_(0, ii, E7[..., 6])
-        Q = torch.cat([Q.permute(0, 1, 3, 2).reshape(N, 6 * S, P), Qf[:, None]], 1)  # (N, R, P)
+        Q = torch.zeros(N, 6 * S + 1, P, dtype=r.dtype, device=r.device)
+        Q[:, :6].index_add_(0, ii, Ei)
+        Q[:, :6 * S].view(N, S, 6, P)[ii, 1 + self.rank] = Ej
+        Q[:, 6 * S].index_add_(0, ii, E7[:, 6])
         if self.disp_prior is not None:
             if callable(self.prior_weight):  # rule on the geometric depth Hessian, fixed at the first linearisation
                 self.prior_weight = self.prior_weight(C.detach().view_as(disps), disps.detach())

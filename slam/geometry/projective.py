@@ -40,29 +40,55 @@ DEFAULT_MIN_DEPTH_RATIO = 0.2
 class Projection:
     """Result of :func:`project_edges` for E edges at resolution H x W.
 
+    With ``jacobians=True`` the Jacobians are stored channels-first (``J7``,
+    ``Jd_cf``, ``coords_cf``: pixels contiguous last, the layout in which the
+    bundle adjustment reduces them over pixels); the per-pixel views
+    ``Jj``, ``Jf``, ``Jjf`` and ``Jd`` below are permuted views of them.
+
     Attributes:
         coords: (E, H, W, 2) projected pixel coordinates ``(u', v')`` in frame j.
         valid: (E, H, W) bool, point in front of both cameras.
-        Jj: (E, H, W, 2, 6) d coords / d xi_j (left twist ``[tau, phi]`` of pose j).
-        Jd: (E, H, W, 2) d coords / d inverse depth of frame i at that pixel.
-        Jf: (E, H, W, 2) d coords / d shared focal ``f``.
         adj: (E, 6, 6) adjoint of ``G_ij``; ``d coords / d xi_i = -Jj @ adj``
             (see :attr:`Ji`).  The BA uses this identity to avoid forming Ji.
+        J7: (E, 7, 2, H, W) ``d (u', v') / d [xi_j, f]``: rows the left twist
+            ``[tau, phi]`` of pose j, then the shared focal ``f``.
+        Jd_cf: (E, 2, H, W) ``d (u', v') / d`` inverse depth of frame i at that pixel.
+        coords_cf: (E, 2, H, W) the coordinates, channels first.
     """
 
     coords: torch.Tensor
     valid: torch.Tensor
-    Jj: torch.Tensor | None = None
-    Jd: torch.Tensor | None = None
-    Jf: torch.Tensor | None = None
     adj: torch.Tensor | None = None
-    Jjf: torch.Tensor | None = None  #: (E, H, W, 2, 7) ``[Jj | Jf]``; Jj and Jf are views of it
+    J7: torch.Tensor | None = None
+    Jd_cf: torch.Tensor | None = None
+    coords_cf: torch.Tensor | None = None
+
+    @property
+    def Jjf(self) -> torch.Tensor:
+        """(E, H, W, 2, 7) ``[Jj | Jf]`` per pixel (a view of :attr:`J7`)."""
+        return self.J7.permute(0, 3, 4, 2, 1)
+
+    @property
+    def Jj(self) -> torch.Tensor:
+        """(E, H, W, 2, 6) d coords / d xi_j (left twist ``[tau, phi]`` of pose j)."""
+        return self.Jjf[..., :6]
+
+    @property
+    def Jf(self) -> torch.Tensor:
+        """(E, H, W, 2) d coords / d shared focal ``f``."""
+        return self.Jjf[..., 6]
+
+    @property
+    def Jd(self) -> torch.Tensor:
+        """(E, H, W, 2) d coords / d inverse depth of frame i at that pixel."""
+        return self.Jd_cf.permute(0, 2, 3, 1)
 
     @property
     def Ji(self) -> torch.Tensor:
         """(E, H, W, 2, 6) d coords / d xi_i (left twist of pose i) ``= -Jj Ad(G_ij)``."""
-        E = self.Jj.shape[0]
-        return -(self.Jj.reshape(E, -1, 6) @ self.adj).reshape(self.Jj.shape)
+        Jj = self.Jj
+        E = Jj.shape[0]
+        return -(Jj.reshape(E, -1, 6) @ self.adj).reshape(Jj.shape)
 
 
 def pixel_grid(height: int, width: int, device: torch.device | str | None = None,
@@ -115,44 +141,51 @@ def project_edges(poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Te
     """
     Gij = relative(poses, ii, jj)
     R, t = rotation_translation(Gij)  # (E, 3, 3), (E, 3)
-    P = backproject(disps[ii], intrinsics)  # (E, H, W, 4)
-    x, y, d = P[..., 0], P[..., 1], P[..., 3]
-    Rb = R[:, None, None]  # (E, 1, 1, 3, 3)
-    tb = t[:, None, None]  # (E, 1, 1, 3)
-    # q = R [x, y, 0]; P_j = q + R[:, 2] + t d
-    q = Rb[..., 0] * x[..., None] + Rb[..., 1] * y[..., None]
-    Pj = q + Rb[..., 2] + tb * d[..., None]
-    X, Y, Z = Pj.unbind(-1)
+    H, W = disps.shape[-2:]
+    E = ii.numel()
+    d = disps[ii]  # (E, H, W)
+    fx, fy, cx, cy = intrinsics.unbind(-1)
+    uv = pixel_grid(H, W, disps.device, disps.dtype)
+    x = (uv[..., 0] - cx) / fx  # (H, W)
+    y = (uv[..., 1] - cy) / fy
+    # P_j = R [x, y, 1] + t d, one component at a time with per-edge scalars (E, 1, 1)
+    Rs, ts = R[:, :, :, None, None], t[:, :, None, None]
+    q = [Rs[:, k, 0] * x + Rs[:, k, 1] * y for k in range(3)]  # R [x, y, 0]: (E, H, W) each
+    X, Y, Z = (q[k] + Rs[:, k, 2] + ts[:, k] * d for k in range(3))
     valid = (Z > min_depth_ratio) & (d > 0)
     Zs = torch.where(valid, Z, torch.ones_like(Z))  # avoid dividing by ~0 on invalid points
     iz = 1.0 / Zs
     a = X * iz
     b = Y * iz
-    fx, fy, cx, cy = intrinsics.unbind(-1)
-    coords = torch.stack([fx * a + cx, fy * b + cy], -1)
-    out = Projection(coords=coords, valid=valid)
     if not jacobians:
-        return out
-
+        return Projection(coords=torch.stack([fx * a + cx, fy * b + cy], -1), valid=valid)
+    coords_cf = torch.stack([fx * a + cx, fy * b + cy], 1)  # (E, 2, H, W)
     c = d * iz
-    zero = torch.zeros_like(a)
     ab = a * b
+    tx, ty, tz = ts[:, 0], ts[:, 1], ts[:, 2]
     # d / d inverse depth
-    Jd = torch.stack([fx * (tb[..., 0] - a * tb[..., 2]) * iz,
-                      fy * (tb[..., 1] - b * tb[..., 2]) * iz], -1)
-    # d / d shared focal f (fx = f, fy = aspect * f)
-    qx, qy, qz = q.unbind(-1)
-    jfu = a - (qx - a * qz) * iz
-    jfv = (fy / fx) * (b - (qy - b * qz) * iz)
-    # d(u', v') / d xi_j, columns [tau_x, tau_y, tau_z, phi_x, phi_y, phi_z], then the
-    # focal column: built as one (E, H, W, 2, 7) tensor so that Jj and Jf are views.
+    Jd = torch.stack([fx * (tx - a * tz) * iz, fy * (ty - b * tz) * iz], 1)  # (E, 2, H, W)
+    # d(u', v') / d xi_j, rows [tau_x, tau_y, tau_z, phi_x, phi_y, phi_z], then d / d shared focal
+    # f (fx = f, fy = aspect * f, through both the back-projection and the projection)
     fxc, fyc = fx * c, fy * c
-    Ju = torch.stack([fxc, zero, -a * fxc, -fx * ab, fx * (1.0 + a * a), -fx * b, jfu], -1)
-    Jv = torch.stack([zero, fyc, -b * fyc, -fy * (1.0 + b * b), fy * ab, fy * a, jfv], -1)
-    J7 = torch.stack([Ju, Jv], -2)
-    Jj, Jf = J7[..., :6], J7[..., 6]
-    out.Jj, out.Jd, out.Jf, out.adj, out.Jjf = Jj, Jd, Jf, adjoint_matrix(Gij), J7
-    return out
+    J = torch.empty(E, 7, 2, H, W, dtype=disps.dtype, device=disps.device)
+    ju, jv = J[:, :, 0], J[:, :, 1]
+    ju[:, 0] = fxc
+    ju[:, 1] = 0.0
+    ju[:, 2] = -a * fxc
+    ju[:, 3] = -fx * ab
+    ju[:, 4] = fx * (1.0 + a * a)
+    ju[:, 5] = -fx * b
+    ju[:, 6] = a - (q[0] - a * q[2]) * iz
+    jv[:, 0] = 0.0
+    jv[:, 1] = fyc
+    jv[:, 2] = -b * fyc
+    jv[:, 3] = -fy * (1.0 + b * b)
+    jv[:, 4] = fy * ab
+    jv[:, 5] = fy * a
+    jv[:, 6] = (fy / fx) * (b - (q[1] - b * q[2]) * iz)
+    return Projection(coords=coords_cf.permute(0, 2, 3, 1), valid=valid, adj=adjoint_matrix(Gij), J7=J,
+                      Jd_cf=Jd, coords_cf=coords_cf)
 
 
 def induced_flow(poses: pp.LieTensor, disps: torch.Tensor, intrinsics: torch.Tensor,
