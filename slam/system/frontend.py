@@ -11,7 +11,7 @@ import numpy as np
 import pypose as pp
 import torch
 
-from slam.ba.dense_ba import LMOptions
+from slam.ba.dense_ba import BAResult, LMOptions
 from slam.corr.base import CorrespondenceSource, EdgeUpdate
 from slam.geometry.twoview import rotation_parallax
 from slam.system.graph import FrameGraph, frame_distance
@@ -47,6 +47,8 @@ class FrontendOptions:
     init_robust: bool = False       # the initialisation's BAs use the robust loss of ``lm`` (else least squares)
     init_graduated: tuple[float, ...] = (10.0, 3.0, 1.0)  # then the robust loss at these multiples of lm.robust_px
     init_graduated_iters: int = 20  # LM iterations of each graduated stage
+    init_select: str = "final"      # final: grow the initialisation from both starts (identity, two-view) and keep the
+                                    # lower final robust cost | seed: choose after the seed's least-squares BA
     init_prior_parallax: float = 0.35  # with a depth prior: flow of the first two keyframes left after the best
                                        # rotation (feature px) below which each initial keyframe is tracked alone
     record_tracks: bool = True      # keep each non-keyframe's correspondences to its keyframe for the filler
@@ -55,6 +57,8 @@ class FrontendOptions:
         self.init_graduated = tuple(float(m) for m in self.init_graduated)
         if any(not m > 0 for m in self.init_graduated):
             raise ValueError(f"frontend.init_graduated must hold positive multiples, got {list(self.init_graduated)}")
+        if self.init_select not in ("final", "seed"):
+            raise ValueError(f"frontend.init_select must be final or seed, got {self.init_select!r}")
 
 
 class Frontend:
@@ -79,6 +83,8 @@ class Frontend:
         self.prior = prior
         self.initialized = False
         self.two_view_used = False  # whether the initialisation started from a two-view reconstruction
+        self.init_costs: list[float] = []  # final BA cost of the initialisation grown from each start tried
+        self.init_cost = float("nan")      # ... and of the one kept
         self.frames_seen = 0
         self.new_keyframes = 0  # since the backend last ran (the backend resets it)
 
@@ -159,33 +165,62 @@ class Frontend:
             # (the identity start says nothing of the motion; slam.corr.classical.ClassicalFlow.update)
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, 1))
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, o.radius))
-            start = self._seed_state(n0)
+            start = self._seed_state(s.n)
             res = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
                                  motion=self.motion, prior=self.prior)
+            # candidate starts: (least-squares cost of the seed, state after the seed's BA, two-view?)
+            starts = [] if res is None else [(float(res.costs[-1]), self._seed_state(s.n), False)]
             if o.init_two_view and res is not None:
-                # second candidate: the two-view start; keep whichever ends with the lower cost
-                # (planar scenes make the essential matrix ambiguous, rotations make it unreliable)
-                from_identity = self._seed_state(n0)
-                self._set_seed_state(n0, start)
-                res2 = None
+                # second candidate: the two-view start (planar scenes make the essential matrix
+                # ambiguous, rotations make it unreliable, so neither start alone is safe)
+                self._set_seed_state(s.n, start)
                 if self._two_view_seed(n0):
                     res2 = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
-                                          motion=self.motion, prior=self.prior)
-                self.two_view_used = res2 is not None and float(res2.costs[-1]) < float(res.costs[-1])
-                if not self.two_view_used:
-                    self._set_seed_state(n0, from_identity)
-            for t in range(n0, s.n):
-                self._track_pose(t, lm_track)
-                ii, jj = FrameGraph.temporal_pairs(max(0, t - o.radius), t + 1, o.radius)
-                sel = (ii == t) | (jj == t)
-                self.graph.add(ii[sel], jj[sel])
-                solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
-                               motion=self.motion, prior=self.prior)
-            self._graduate(focal)
+                                       motion=self.motion, prior=self.prior)
+                    starts.append((float(res2.costs[-1]), self._seed_state(s.n), True))
+            starts.sort(key=lambda c: c[0])
+            if len(starts) > 1 and o.init_select == "final" and not self.source.iterative:
+                # grow the initialisation from each start and keep the one that ends with the lower
+                # robust cost: the seed's least-squares cost (three keyframes, gross flow errors
+                # included) often prefers the start that ends in the wrong basin.  Both see the same
+                # correspondences (a one-shot source measures each pair once), so their costs compare.
+                seed_edges = self.graph.edges
+                ends = []
+                for _, state, two_view in starts:
+                    self.graph.edges = seed_edges
+                    self._set_seed_state(s.n, state)
+                    cost = self._grow(n0, lm, lm_track, focal)
+                    ends.append((cost, self._seed_state(s.n), self.graph.edges, two_view))
+                best = min(ends, key=lambda c: c[0])
+                self._set_seed_state(s.n, best[1])
+                self.graph.edges, self.two_view_used = best[2], best[3]
+                self.init_costs, self.init_cost = [c[0] for c in ends], best[0]
+            else:
+                if starts:
+                    self._set_seed_state(s.n, starts[0][1])
+                    self.two_view_used = starts[0][2]
+                self.init_cost = self._grow(n0, lm, lm_track, focal)
+                self.init_costs = [self.init_cost]
             self._normalize_scale()
         self.initialized = True
 
-    def _graduate(self, focal: bool) -> None:
+    def _grow(self, n0: int, lm: LMOptions, lm_track: LMOptions, focal: bool) -> float:
+        """The initialisation after its seed: every further initial keyframe is tracked, joined
+        (its temporal edges added) and the whole set adjusted (``lm``), then :meth:`_graduate`.
+        Returns the final BA cost (inf when there was no BA)."""
+        s, o = self.store, self.opt
+        res = None
+        for t in range(n0, s.n):
+            self._track_pose(t, lm_track)
+            ii, jj = FrameGraph.temporal_pairs(max(0, t - o.radius), t + 1, o.radius)
+            sel = (ii == t) | (jj == t)
+            self.graph.add(ii[sel], jj[sel])
+            res = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
+                              motion=self.motion, prior=self.prior)
+        res = self._graduate(focal) or res
+        return float("inf") if res is None else float(res.costs[-1])
+
+    def _graduate(self, focal: bool) -> BAResult | None:
         """Graduated robust loss over the initial keyframes: from the least-squares
         solution, BA with ``lm``'s robust loss at scales ``init_graduated`` x
         ``lm.robust_px`` in turn (large to small).
@@ -196,15 +231,17 @@ class Frontend:
         rough start keeps wrong minima (orbits).  Widening the robust kernel
         first and narrowing it step by step (graduated non-convexity) goes
         from the one to the other.  Off when ``lm.robust`` is ``none`` or
-        ``init_graduated`` is empty.
+        ``init_graduated`` is empty.  Returns the last stage's result (None when off).
         """
         o = self.opt
+        res = None
         if self.lm.robust == "none":
-            return
+            return res
         for m in o.init_graduated:
             lm = LMOptions(**{**vars(self.lm), "iters": o.init_graduated_iters, "robust_px": self.lm.robust_px * m})
-            solve_graph(self.store, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
-                        motion=self.motion, prior=self.prior)
+            res = solve_graph(self.store, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
+                              motion=self.motion, prior=self.prior)
+        return res
 
     def _rotation_parallax(self, upd: EdgeUpdate) -> float:
         """Flow (feature px) of a one-edge :class:`EdgeUpdate` left after the best-fitting pure
@@ -216,18 +253,22 @@ class Frontend:
         """:meth:`_rotation_parallax` of slots ``(a, b)``'s correspondences."""
         return self._rotation_parallax(self.graph.correspond(torch.tensor([a]), torch.tensor([b])))
 
-    def _seed_state(self, n0: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Copies of the poses and depths of slots ``0 .. n0-1`` and of the intrinsics."""
+    def _seed_state(self, n: int) -> tuple:
+        """Copies of the estimate of slots ``0 .. n-1`` (poses, depths, confidences, motion maps)
+        and of the intrinsics and focal bookkeeping."""
         s = self.store
         with s.lock:
-            return s.poses[:n0].clone(), s.disps[:n0].clone(), s.intrinsics.clone()
+            return (s.poses[:n].clone(), s.disps[:n].clone(), s.confidence[:n].clone(), s.motion[:n].clone(),
+                    s.intrinsics.clone(), s.focal_std, s.focal_held)
 
-    def _set_seed_state(self, n0: int, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    def _set_seed_state(self, n: int, state: tuple) -> None:
+        """Restore slots ``0 .. n-1`` from :meth:`_seed_state` (taken with the same ``n``)."""
         s = self.store
         with s.lock:
-            s.poses[:n0], s.disps[:n0], s.intrinsics[:] = state
+            s.poses[:n], s.disps[:n], s.confidence[:n], s.motion[:n], s.intrinsics[:] = state[:5]
+            s.focal_std, s.focal_held = state[5], state[6]
             s.version += 1
-            s.changed.update(range(n0))
+            s.changed.update(range(n))
 
     def _two_view_seed(self, n0: int) -> bool:
         """Start slots ``0 .. n0-1`` from a two-view reconstruction of (0, n0-1).

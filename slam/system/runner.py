@@ -235,6 +235,10 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     K_input = np.array([Kp[0] * sx, Kp[1] * sy, (Kp[2] + 0.5) * sx - 0.5, (Kp[3] + 0.5) * sy - 0.5])
     stats = {"fps": len(ids_arr) / max(wall, 1e-9), "wall_s": wall, "tracking_s": t_track,
              "peak_rss_mb": peak_rss_mb(), "backend_runs": backend.runs, "device": str(device)}
+    if frontend.initialized:
+        # which start the initialisation kept (frontend.init_select) and the final BA cost of each start grown
+        stats["init_start"] = "two-view" if frontend.two_view_used else "identity"
+        stats["init_costs"], stats["init_cost"] = list(frontend.init_costs), frontend.init_cost
     if not focal_known:
         # relative marginal std of the focal at the last BA that could estimate it, and whether
         # it was held there because the data did not constrain it (LMOptions.focal_max_std)
