@@ -148,6 +148,14 @@ class Frontend:
         initial keyframes span a large motion.  With a depth prior and no
         parallax between the first two keyframes (``init_prior_parallax``),
         there is no joint seed: every keyframe after the first is tracked.
+
+        The seed has two candidate starts, identity and a two-view
+        reconstruction (:meth:`_two_view_seed`).  With ``init_select="final"``
+        (one-shot sources) the rest of the initialisation (:meth:`_grow`) runs
+        from each, and the one ending with the lower robust cost is kept; with
+        ``"seed"`` (and for iterative sources, whose correspondences change
+        along the way, so that the two ends' costs would not compare) the
+        start with the lower least-squares cost after the seed's BA is grown.
         """
         s, o = self.store, self.opt
         focal = o.optimize_focal and not s.focal_known
