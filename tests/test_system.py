@@ -361,7 +361,8 @@ def test_learned_without_weights_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("override,word", [("lm.robust=tukey", "robust"),
                                            ("correspondence.preset=foo", "preset"),
                                            ("frame_cache_mb=abc", "frame_cache_mb"),
-                                           ("frontend.init_graduated=[10,-1]", "init_graduated")])
+                                           ("frontend.init_graduated=[10,-1]", "init_graduated"),
+                                           ("frontend.init_select=best", "init_select")])
 def test_bad_option_value_is_a_clear_error(tmp_path, capsys, override, word):
     code = cli(["run", "--out", str(tmp_path / "o"), "--no-progress", override])
     err = capsys.readouterr().err
