@@ -173,19 +173,19 @@ class Frontend:
             # (the identity start says nothing of the motion; slam.corr.classical.ClassicalFlow.update)
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, 1))
             self.graph.add(*FrameGraph.temporal_pairs(0, n0, o.radius))
-            start = self._seed_state(s.n)
+            start = s.snapshot()
             res = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
                                  motion=self.motion, prior=self.prior)
             # candidate starts: (least-squares cost of the seed, state after the seed's BA, two-view?)
-            starts = [] if res is None else [(float(res.costs[-1]), self._seed_state(s.n), False)]
+            starts = [] if res is None else [(float(res.costs[-1]), s.snapshot(), False)]
             if o.init_two_view and res is not None:
                 # second candidate: the two-view start (planar scenes make the essential matrix
                 # ambiguous, rotations make it unreliable, so neither start alone is safe)
-                self._set_seed_state(s.n, start)
+                s.restore(start)
                 if self._two_view_seed(n0):
                     res2 = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
                                        motion=self.motion, prior=self.prior)
-                    starts.append((float(res2.costs[-1]), self._seed_state(s.n), True))
+                    starts.append((float(res2.costs[-1]), s.snapshot(), True))
             starts.sort(key=lambda c: c[0])
             if len(starts) > 1 and o.init_select == "final" and not self.source.iterative:
                 # grow the initialisation from each start and keep the one that ends with the lower
@@ -196,16 +196,16 @@ class Frontend:
                 ends = []
                 for _, state, two_view in starts:
                     self.graph.edges = seed_edges
-                    self._set_seed_state(s.n, state)
+                    s.restore(state)
                     cost = self._grow(n0, lm, lm_track, focal)
-                    ends.append((cost, self._seed_state(s.n), self.graph.edges, two_view))
+                    ends.append((cost, s.snapshot(), self.graph.edges, two_view))
                 best = min(ends, key=lambda c: c[0])
-                self._set_seed_state(s.n, best[1])
+                s.restore(best[1])
                 self.graph.edges, self.two_view_used = best[2], best[3]
                 self.init_costs, self.init_cost = [c[0] for c in ends], best[0]
             else:
                 if starts:
-                    self._set_seed_state(s.n, starts[0][1])
+                    s.restore(starts[0][1])
                     self.two_view_used = starts[0][2]
                 self.init_cost = self._grow(n0, lm, lm_track, focal)
                 self.init_costs = [self.init_cost]
@@ -260,23 +260,6 @@ class Frontend:
     def _pair_parallax(self, a: int, b: int) -> float:
         """:meth:`_rotation_parallax` of slots ``(a, b)``'s correspondences."""
         return self._rotation_parallax(self.graph.correspond(torch.tensor([a]), torch.tensor([b])))
-
-    def _seed_state(self, n: int) -> tuple:
-        """Copies of the estimate of slots ``0 .. n-1`` (poses, depths, confidences, motion maps)
-        and of the intrinsics and focal bookkeeping."""
-        s = self.store
-        with s.lock:
-            return (s.poses[:n].clone(), s.disps[:n].clone(), s.confidence[:n].clone(), s.motion[:n].clone(),
-                    s.intrinsics.clone(), s.focal_std, s.focal_held)
-
-    def _set_seed_state(self, n: int, state: tuple) -> None:
-        """Restore slots ``0 .. n-1`` from :meth:`_seed_state` (taken with the same ``n``)."""
-        s = self.store
-        with s.lock:
-            s.poses[:n], s.disps[:n], s.confidence[:n], s.motion[:n], s.intrinsics[:] = state[:5]
-            s.focal_std, s.focal_held = state[5], state[6]
-            s.version += 1
-            s.changed.update(range(n))
 
     def _two_view_seed(self, n0: int) -> bool:
         """Start slots ``0 .. n0-1`` from a two-view reconstruction of (0, n0-1).

@@ -55,6 +55,8 @@ class Snapshot:
     intrinsics: torch.Tensor    # (4,) processing resolution
     version: int
     motion: torch.Tensor | None = None  # (n, h, w) motion probability (slam.system.motion)
+    focal_std: float = float("nan")     # focal bookkeeping of the last BA that could estimate it
+    focal_held: bool | None = None
 
 
 class KeyframeStore:
@@ -124,7 +126,23 @@ class KeyframeStore:
             n = self.n
             return Snapshot(n, self.frame_index[:n].clone(), self.timestamps[:n].clone(), self.poses[:n].clone(),
                             self.disps[:n].clone(), self.confidence[:n].clone(), self.intrinsics.clone(),
-                            self.version, self.motion[:n].clone())
+                            self.version, self.motion[:n].clone(), self.focal_std, self.focal_held)
+
+    def restore(self, snap: Snapshot) -> None:
+        """Put back the estimate of a :meth:`snapshot` of the same keyframes (slots ``0 .. snap.n - 1``:
+        poses, depths, confidences, motion maps, intrinsics and focal bookkeeping), e.g. to try
+        another start of the initialisation."""
+        with self.lock:
+            if snap.n > self.n or not torch.equal(snap.frame_index, self.frame_index[:snap.n]):
+                raise ValueError("restore: the snapshot is of other keyframes")
+            n = snap.n
+            self.poses[:n], self.disps[:n], self.confidence[:n] = snap.poses, snap.disps, snap.confidence
+            if snap.motion is not None:
+                self.motion[:n] = snap.motion
+            self.intrinsics[:] = snap.intrinsics
+            self.focal_std, self.focal_held = snap.focal_std, snap.focal_held
+            self.version += 1
+            self.changed.update(range(n))
 
     def slot_of_frame(self, frame_index: int) -> int | None:
         with self.lock:
