@@ -47,8 +47,8 @@ class FrontendOptions:
     init_robust: bool = False       # the initialisation's BAs use the robust loss of ``lm`` (else least squares)
     init_graduated: tuple[float, ...] = (10.0, 3.0, 1.0)  # then the robust loss at these multiples of lm.robust_px
     init_graduated_iters: int = 20  # LM iterations of each graduated stage
-    init_select: str = "final"      # final: grow the initialisation from both starts (identity, two-view) and keep the
-                                    # lower final robust cost | seed: choose after the seed's least-squares BA
+    init_select: str = "seed"       # seed: grow the start with the lower least-squares cost after the seed's BA |
+                                    # final: grow both starts (identity, two-view), keep the lower final robust cost
     init_prior_parallax: float = 0.35  # with a depth prior: flow of the first two keyframes left after the best
                                        # rotation (feature px) below which each initial keyframe is tracked alone
     record_tracks: bool = True      # keep each non-keyframe's correspondences to its keyframe for the filler
