@@ -74,3 +74,26 @@ def test_long_pair_without_an_estimate_starts_from_the_chained_flow():
     steps = [err(src, idx[0], idx[1]), err(src, idx[1], idx[2])]
     chained = err(src, idx[0], idx[2])
     assert max(steps) < 1.0 and chained < 1.0 < alone
+
+
+def _grey(world, k: int) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(world[k].image, cv2.COLOR_RGB2GRAY)
+
+
+def test_dis_calls_do_not_depend_on_earlier_calls():
+    """OpenCV's DIS object starts a call without an initial flow from the last initial flow it was
+    given; DISFlow's calls depend on their own inputs only, and a given initial flow is not modified."""
+    from slam.corr.dis import DISFlow
+
+    world = make_world(seed=12, scene="room", motion="handheld", frames=8, width=320, height=240, focal=260.0)
+    a, b, c, d = (_grey(world, k) for k in (0, 2, 4, 7))
+    fresh = DISFlow("medium").calc(a, b)
+    dis = DISFlow("medium")
+    init = np.full(a.shape + (2,), 5.0, np.float32)
+    dis.calc(c, d, init)
+    assert np.all(init == 5.0)  # the caller's initial flow is untouched
+    assert np.array_equal(dis.calc(a, b), fresh)  # a zero start after an initialised call
+    assert dis.calls == 2
+

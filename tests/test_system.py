@@ -48,36 +48,37 @@ def test_backend_in_its_own_thread(world):
 
 def test_initialisation_on_a_shaky_camera():
     """A shaky camera's first keyframes: least squares alone lets a few confident gross flow errors
-    pull the initialisation off (3.5 % of the path over these 35 frames, no final refinement to repair
-    it); the graduated robust stages after it (frontend.init_graduated) bring it to 2.0 % with the
-    default start choice and to 0.12 % with the start chosen by the final robust cost
-    (frontend.init_select=final)."""
-    world = make_world(seed=4, scene="clutter", motion="shaky", frames=35, width=320, height=240)
+    pull the initialisation off (2.4 % of the path over these 35 frames, no final refinement to repair
+    it); the graduated robust stages after it (frontend.init_graduated) bring it to 0.3 %."""
+    world = make_world(seed=8, scene="room", motion="shaky", frames=35, width=320, height=240)
     base = ["correspondence=classical", "backend.final_iters=0", "backend.refine_rounds=0"]
     recon = run_sequence(world, load_config("run", base), progress=False)
-    assert recon.tracked.all() and _ate_pct(recon, world) < 2.5
-    final = run_sequence(world, load_config("run", [*base, "frontend.init_select=final"]), progress=False)
-    assert final.tracked.all() and _ate_pct(final, world) < 1.0
+    assert recon.tracked.all() and _ate_pct(recon, world) < 1.0
     # the world still exercises the stages (if least squares alone gets it right, choose a harder world)
     plain = run_sequence(world, load_config("run", [*base, "frontend.init_graduated=[]"]), progress=False)
     assert _ate_pct(plain, world) > 2.0
     assert not any(t.name.startswith("slam-") for t in threading.enumerate())
 
 
-def test_initialisation_keeps_the_start_with_the_lower_final_cost():
-    """frontend.init_select=final: both starts (identity, two-view) grown through the whole
-    initialisation, the lower final robust cost kept: on a shaky room the seed's least-squares cost
-    picks the start that ends 1.0 % of the path off; the final cost picks the one at 0.2 %, and its
-    cost is the lower of the two."""
-    world = make_world(seed=8, scene="room", motion="shaky", frames=35, width=320, height=240)
+def test_initialisation_chooses_its_start_by_the_robust_cost():
+    """The two starts (identity, two-view) after the seed's least-squares BA: on a shaky clutter world
+    the least-squares cost prefers the two-view start, which ends 0.6 % of the path off; the robust cost
+    (the default, frontend.init_select=robust) and the final cost of both grown starts (init_select=final)
+    pick the identity start, 0.1 %."""
+    world = make_world(seed=4, scene="clutter", motion="shaky", frames=35, width=320, height=240)
     base = ["correspondence=classical", "backend.final_iters=0", "backend.refine_rounds=0"]
+    robust = run_sequence(world, load_config("run", base), progress=False)
+    seed = run_sequence(world, load_config("run", [*base, "frontend.init_select=seed"]), progress=False)
     final = run_sequence(world, load_config("run", [*base, "frontend.init_select=final"]), progress=False)
-    seed = run_sequence(world, load_config("run", base), progress=False)
-    assert final.tracked.all() and _ate_pct(final, world) < 0.5
-    assert _ate_pct(final, world) < 0.5 * _ate_pct(seed, world)
-    costs = final.stats["init_costs"]
-    assert len(costs) == 2 and final.stats["init_cost"] == min(costs)
-    assert len(seed.stats["init_costs"]) == 1
+    assert robust.tracked.all() and _ate_pct(robust, world) < 0.3
+    assert _ate_pct(robust, world) < 0.5 * _ate_pct(seed, world)
+    assert _ate_pct(final, world) < 0.3
+    # the kept start is the one with the lower robust cost, reported in the order identity, two-view
+    costs = robust.stats["init_start_costs"]
+    assert len(costs) == 2 and robust.stats["init_start"] == ("identity", "two-view")[int(costs[1] < costs[0])]
+    assert seed.stats["init_start"] != robust.stats["init_start"] and not seed.stats["init_start_costs"]
+    ends = final.stats["init_costs"]
+    assert len(ends) == 2 and final.stats["init_cost"] == min(ends)
 
 
 def test_classical_tracks_every_frame(world):

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from slam.corr import synthetic_world_for
-from slam.corr.classical import PRESETS, compose_flows
+from slam.corr.classical import compose_flows
+from slam.corr.dis import DISFlow
 from slam.data.detect import open_sequence
 
 
@@ -24,7 +25,7 @@ def main() -> None:
     seq = open_sequence(sys.argv[1])
     world = synthetic_world_for(seq)
     a = int(sys.argv[2])
-    dis = cv2.DISOpticalFlow_create(PRESETS[sys.argv[3] if len(sys.argv) > 3 else "medium"])
+    dis = DISFlow(sys.argv[3] if len(sys.argv) > 3 else "medium")
     grey = lambda k: cv2.cvtColor(seq[k].image, cv2.COLOR_RGB2GRAY)  # noqa: E731
     ga = prev = grey(a)
     comp = np.zeros(ga.shape + (2,), np.float32)
@@ -37,7 +38,7 @@ def main() -> None:
         if (b - a) % 4:
             continue
         direct = dis.calc(ga, gb, None)
-        refined = dis.calc(ga, gb, comp.copy())
+        refined = dis.calc(ga, gb, comp)
         gt, valid = world.flow(a, b)
         errs = [np.linalg.norm(f - gt, axis=-1)[valid] for f in (direct, comp, refined)]
         print(f"| {b - a} | {np.linalg.norm(gt, axis=-1)[valid].mean():.1f} | "

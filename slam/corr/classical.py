@@ -27,10 +27,7 @@ import numpy as np
 import torch
 
 from slam.corr.base import CorrespondenceSource, EdgeUpdate, FrameData, flow_to_feature, identity_coords
-
-PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-           "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-           "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+from slam.corr.dis import PRESETS, DISFlow
 
 
 @dataclass
@@ -69,7 +66,7 @@ class ClassicalFlow(CorrespondenceSource):
         if self.opt.records not in ("dis", "filter"):
             raise ValueError(f"unknown records {self.opt.records!r}; expected dis or filter")
         self.stride = self.opt.stride
-        self._dis = cv2.DISOpticalFlow_create(PRESETS[self.opt.preset])
+        self._dis = DISFlow(self.opt.preset)
         self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()  # the DIS object and the cache are shared by the threads
         # motion filter: (keyframe index, composed flow keyframe -> last frame, last frame's grey image)
@@ -77,7 +74,6 @@ class ClassicalFlow(CorrespondenceSource):
         self._textured: tuple[int, np.ndarray] | None = None  # (keyframe index, its textured-pixel mask)
         self._inits: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # composed flows, DIS inits
         self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # raw flows a -> b
-        self.dis_calls = 0  # DIS evaluations so far (for benchmarks)
 
     def mean_flow(self, a: FrameData, b: FrameData) -> float:
         """Mean forward flow a->b (feature px) for the motion filter.
@@ -111,11 +107,13 @@ class ClassicalFlow(CorrespondenceSource):
     def prepare(self, index: int, image: np.ndarray) -> FrameData:
         return FrameData(index=index, image=image, features=cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
 
+    @property
+    def dis_calls(self) -> int:
+        """DIS evaluations so far (for benchmarks)."""
+        return self._dis.calls
+
     def _flow(self, a: np.ndarray, b: np.ndarray, init: np.ndarray | None) -> np.ndarray:
-        # DIS writes its result into the initial flow: pass a copy, never a cached field
-        flow = None if init is None else np.array(init, dtype=np.float32, order="C", copy=True)
-        self.dis_calls += 1
-        return self._dis.calc(a, b, flow)
+        return self._dis.calc(a, b, init)
 
     def _chained(self, a: int, b: int) -> np.ndarray | None:
         """Flow a -> b composed through a frame m whose raw flows a -> m and m -> b are kept,

@@ -105,6 +105,7 @@ import cv2
 import numpy as np
 import torch
 
+from slam.corr.dis import PRESETS, DISFlow
 from slam.data.sequence import InputError
 from slam.depth.align import AlignOptions, align_scale_shift, prior_weight_from_hessian
 from slam.depth.options import options_from
@@ -112,10 +113,8 @@ from slam.depth.prior import DepthPrior, resize_prior
 from slam.geometry.camera import Intrinsics
 from slam.geometry.pose import invert
 
-#: DIS presets (as in :mod:`slam.corr.classical`).
-DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-               "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+#: DIS presets (:mod:`slam.corr.dis`).
+DIS_PRESETS = PRESETS
 
 
 #: Keys of ``configs/depth/video.yaml`` that are for the caller (``slam run``), not for the estimator.
@@ -268,9 +267,7 @@ class VideoDepthEstimator:
         self.gaps = tuple(sorted({int(g) for g in opt.gaps}))
         self.cgaps = tuple(sorted({int(g) for g in opt.consistency_gaps}))
         self.dev = torch.device(opt.device)
-        self.dis = cv2.DISOpticalFlow_create(DIS_PRESETS[opt.dis_preset])
-        if opt.dis_finest_scale is not None:
-            self.dis.setFinestScale(int(opt.dis_finest_scale))
+        self.dis = DISFlow(opt.dis_preset, opt.dis_finest_scale)
         self.inv_poses = invert(self.poses)
         self.stats: dict[str, float] = {"flow_s": 0.0, "prior_s": 0.0, "fuse_s": 0.0, "optimise_s": 0.0,
                                         "flow_pairs": 0}
@@ -398,8 +395,8 @@ class VideoDepthEstimator:
             mx, my = self.grid_np[..., 0] + init_f[..., 0], self.grid_np[..., 1] + init_f[..., 1]
             init_b = -cv2.remap(init_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         a, b = self.frames[p].gray, self.frames[q].gray
-        fwd = self.dis.calc(a, b, None if init_f is None else np.ascontiguousarray(init_f))
-        bwd = self.dis.calc(b, a, None if init_b is None else np.ascontiguousarray(init_b))
+        fwd = self.dis.calc(a, b, init_f)
+        bwd = self.dis.calc(b, a, init_b)
         pair = _Pair(fwd, bwd, self._fb(fwd, bwd), self._fb(bwd, fwd))
         self.pairs[(p, q)] = pair
         self.stats["flow_s"] += time.perf_counter() - t0

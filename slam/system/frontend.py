@@ -17,7 +17,7 @@ from slam.geometry.twoview import rotation_parallax
 from slam.system.graph import FrameGraph, frame_distance
 from slam.system.depth_prior import PriorTerm
 from slam.system.motion import MotionOptions
-from slam.system.optimize import solve_graph
+from slam.system.optimize import edges_cost, solve_graph
 from slam.corr.base import compose_targets
 from slam.system.store import KeyframeStore, TrackRecord
 
@@ -47,7 +47,8 @@ class FrontendOptions:
     init_robust: bool = False       # the initialisation's BAs use the robust loss of ``lm`` (else least squares)
     init_graduated: tuple[float, ...] = (10.0, 3.0, 1.0)  # then the robust loss at these multiples of lm.robust_px
     init_graduated_iters: int = 20  # LM iterations of each graduated stage
-    init_select: str = "seed"       # seed: grow the start with the lower least-squares cost after the seed's BA |
+    init_select: str = "robust"     # robust: grow the start whose seed BA leaves the lower robust cost (lm's loss) |
+                                    # seed: ... the lower least-squares cost (the seed BA's own) |
                                     # final: grow both starts (identity, two-view), keep the lower final robust cost
     init_prior_parallax: float = 0.35  # with a depth prior: flow of the first two keyframes left after the best
                                        # rotation (feature px) below which each initial keyframe is tracked alone
@@ -57,8 +58,8 @@ class FrontendOptions:
         self.init_graduated = tuple(float(m) for m in self.init_graduated)
         if any(not m > 0 for m in self.init_graduated):
             raise ValueError(f"frontend.init_graduated must hold positive multiples, got {list(self.init_graduated)}")
-        if self.init_select not in ("final", "seed"):
-            raise ValueError(f"frontend.init_select must be final or seed, got {self.init_select!r}")
+        if self.init_select not in ("robust", "seed", "final"):
+            raise ValueError(f"frontend.init_select must be robust, seed or final, got {self.init_select!r}")
 
 
 class Frontend:
@@ -85,6 +86,7 @@ class Frontend:
         self.two_view_used = False  # whether the initialisation started from a two-view reconstruction
         self.init_costs: list[float] = []  # final BA cost of the initialisation grown from each start tried
         self.init_cost = float("nan")      # ... and of the one kept
+        self.start_costs: list[float] = []  # robust cost after the seed's BA of each start (identity, two-view)
         self.frames_seen = 0
         self.new_keyframes = 0  # since the backend last ran (the backend resets it)
 
@@ -150,12 +152,16 @@ class Frontend:
         there is no joint seed: every keyframe after the first is tracked.
 
         The seed has two candidate starts, identity and a two-view
-        reconstruction (:meth:`_two_view_seed`).  With ``init_select="final"``
-        (one-shot sources) the rest of the initialisation (:meth:`_grow`) runs
-        from each, and the one ending with the lower robust cost is kept; with
+        reconstruction (:meth:`_two_view_seed`), each adjusted by the seed's
+        least-squares BA.  With ``init_select="robust"`` (one-shot sources) the
+        start whose solution has the lower cost under ``lm``'s robust loss is
+        grown (least squares is pulled by a shaky camera's gross flow errors,
+        the robust cost counts how well the rest is explained); with
+        ``"final"`` the rest of the initialisation (:meth:`_grow`) runs from
+        each, and the one ending with the lower robust cost is kept; with
         ``"seed"`` (and for iterative sources, whose correspondences change
-        along the way, so that the two ends' costs would not compare) the
-        start with the lower least-squares cost after the seed's BA is grown.
+        along the way, so that the costs would not compare) the start with the
+        lower least-squares cost is grown.
         """
         s, o = self.store, self.opt
         focal = o.optimize_focal and not s.focal_known
@@ -186,8 +192,16 @@ class Frontend:
                     res2 = solve_graph(s, self.graph, None, fixed_below=1, options=lm, optimize_focal=focal,
                                        motion=self.motion, prior=self.prior)
                     starts.append((float(res2.costs[-1]), s.snapshot(), True))
+            one_shot = len(starts) > 1 and not self.source.iterative
+            if one_shot and o.init_select == "robust":
+                costs = []
+                for _, state, _ in starts:
+                    s.restore(state)
+                    costs.append(edges_cost(s, self.graph.edges, options=self.lm, motion=self.motion))
+                self.start_costs = costs
+                starts = [(c, state, tv) for c, (_, state, tv) in zip(costs, starts)]
             starts.sort(key=lambda c: c[0])
-            if len(starts) > 1 and o.init_select == "final" and not self.source.iterative:
+            if one_shot and o.init_select == "final":
                 # grow the initialisation from each start and keep the one that ends with the lower
                 # robust cost: the seed's least-squares cost (three keyframes, gross flow errors
                 # included) often prefers the start that ends in the wrong basin.  Both see the same

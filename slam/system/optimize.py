@@ -18,6 +18,30 @@ from slam.system.motion import MotionOptions, pool_per_frame, residual_motion
 from slam.system.store import KeyframeStore
 
 
+def edges_cost(store: KeyframeStore, edges: Edges, *, options: LMOptions,
+               motion: MotionOptions | None = None) -> float:
+    """The BA cost (``options``' robust loss) of the store's current estimate over ``edges``,
+    with the weights :func:`optimize_store` would use (times ``1 - m``, the source keyframes'
+    motion maps, when weighting); no depth-prior term.  Nothing is changed; inf without edges."""
+    if len(edges) == 0:
+        return float("inf")
+    motion = motion or MotionOptions(weighting=False, mode="off")
+    active = torch.unique(torch.cat([edges.ii, edges.jj]))
+    local = torch.full((int(active.max()) + 1,), -1, dtype=torch.long)
+    local[active] = torch.arange(active.numel())
+    with store.lock:
+        poses = pp.SE3(store.poses[active].clone())
+        disps = store.disps[active].clone()
+        K = store.feature_intrinsics()
+        m_act = store.motion[active].clone() if motion.weighting and motion.mode != "off" else None
+    dev = disps.device
+    ii, jj = local[edges.ii].to(dev), local[edges.jj].to(dev)
+    target, weight = edges.target.to(dev), edges.weight.to(dev)
+    if m_act is not None:
+        weight = weight * (1.0 - m_act.to(dev, weight.dtype)[ii])[..., None]
+    return DenseBA(ii, jj, target, weight, active.numel(), options=options).cost(poses, disps, K)
+
+
 def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, options: LMOptions,
                    optimize_focal: bool = False, motion: MotionOptions | None = None,
                    prior: PriorTerm | None = None, optimize_disps: bool = True) -> BAResult | None:

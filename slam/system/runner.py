@@ -239,6 +239,7 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
         # which start the initialisation kept (frontend.init_select) and the final BA cost of each start grown
         stats["init_start"] = "two-view" if frontend.two_view_used else "identity"
         stats["init_costs"], stats["init_cost"] = list(frontend.init_costs), frontend.init_cost
+        stats["init_start_costs"] = list(frontend.start_costs)
     if not focal_known:
         # relative marginal std of the focal at the last BA that could estimate it, and whether
         # it was held there because the data did not constrain it (LMOptions.focal_max_std)
