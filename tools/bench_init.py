@@ -3,8 +3,8 @@
     python tools/bench_init.py [--worlds clutter:1-6,room:1-8] [--frames 35] [--variants robust,seed,final,plain]
                                [key=value ...]
 
-Each world is ``make_world(seed, scene, motion="shaky", frames, 320x240)`` (what ``slam synth --seed N
---scene SCENE --motion shaky --frames F`` renders), tracked by ``correspondence=classical`` with no
+Each world is ``slam.data.synthetic.make_world(seed, scene, motion="shaky", frames, 320x240)`` (the worlds
+of ``tests/test_system.py``'s initialisation tests), tracked by ``correspondence=classical`` with no
 final refinement (``backend.final_iters=0 backend.refine_rounds=0``), so the error is what the
 initialisation and the tracking after it leave.  Variants (added to the overrides):
 
