@@ -97,3 +97,14 @@ def test_dis_calls_do_not_depend_on_earlier_calls():
     assert np.array_equal(dis.calc(a, b), fresh)  # a zero start after an initialised call
     assert dis.calls == 2
 
+
+
+def test_dis_refuses_an_initial_flow_of_the_wrong_shape():
+    """OpenCV ignores a mis-shaped initial flow (and would reuse a stale one): DISFlow says so instead."""
+    import pytest
+
+    from slam.corr.dis import DISFlow
+
+    a = np.zeros((24, 32), np.uint8)
+    with pytest.raises(ValueError, match="initial flow"):
+        DISFlow("ultrafast").calc(a, a, np.zeros((12, 16, 2), np.float32))

@@ -48,7 +48,7 @@ def test_backend_in_its_own_thread(world):
 
 def test_initialisation_on_a_shaky_camera():
     """A shaky camera's first keyframes: least squares alone lets a few confident gross flow errors
-    pull the initialisation off (2.4 % of the path over these 35 frames, no final refinement to repair
+    pull the initialisation off (2.3 % of the path over these 35 frames, no final refinement to repair
     it); the graduated robust stages after it (frontend.init_graduated) bring it to 0.3 %."""
     world = make_world(seed=8, scene="room", motion="shaky", frames=35, width=320, height=240)
     base = ["correspondence=classical", "backend.final_iters=0", "backend.refine_rounds=0"]
@@ -60,23 +60,24 @@ def test_initialisation_on_a_shaky_camera():
     assert not any(t.name.startswith("slam-") for t in threading.enumerate())
 
 
-def test_initialisation_chooses_its_start_by_the_robust_cost():
-    """The two starts (identity, two-view) after the seed's least-squares BA: on a shaky clutter world
-    the least-squares cost prefers the two-view start, which ends 0.6 % of the path off; the robust cost
-    (the default, frontend.init_select=robust) and the final cost of both grown starts (init_select=final)
-    pick the identity start, 0.1 %."""
+def test_initialisation_does_not_depend_on_the_scale_of_its_start():
+    """On a shaky clutter world the identity and two-view starts are one reconstruction at two scales;
+    the least-squares cost (init_select=seed) keeps the two-view one, the robust cost
+    (the default) the identity one.  The seed's scale is normalised before the initialisation grows, so
+    both end at the same 0.1 % of path (without it: 0.63 against 0.12 %).  The kept start is the one with
+    the lower robust cost, reported identity first; init_select=final keeps the lower final cost."""
     world = make_world(seed=4, scene="clutter", motion="shaky", frames=35, width=320, height=240)
     base = ["correspondence=classical", "backend.final_iters=0", "backend.refine_rounds=0"]
     robust = run_sequence(world, load_config("run", base), progress=False)
     seed = run_sequence(world, load_config("run", [*base, "frontend.init_select=seed"]), progress=False)
     final = run_sequence(world, load_config("run", [*base, "frontend.init_select=final"]), progress=False)
-    assert robust.tracked.all() and _ate_pct(robust, world) < 0.3
-    assert _ate_pct(robust, world) < 0.5 * _ate_pct(seed, world)
-    assert _ate_pct(final, world) < 0.3
-    # the kept start is the one with the lower robust cost, reported in the order identity, two-view
+    assert robust.stats["init_start"] != seed.stats["init_start"]
+    for recon in (robust, seed, final):
+        assert recon.tracked.all() and _ate_pct(recon, world) < 0.2
+    assert abs(_ate_pct(robust, world) - _ate_pct(seed, world)) < 0.02
     costs = robust.stats["init_start_costs"]
     assert len(costs) == 2 and robust.stats["init_start"] == ("identity", "two-view")[int(costs[1] < costs[0])]
-    assert seed.stats["init_start"] != robust.stats["init_start"] and not seed.stats["init_start_costs"]
+    assert not seed.stats["init_start_costs"]
     ends = final.stats["init_costs"]
     assert len(ends) == 2 and final.stats["init_cost"] == min(ends)
 

@@ -46,8 +46,13 @@ class DISFlow:
         """Flow a -> b, (H, W, 2) float32 in pixels, from ``init`` (H, W, 2) or from zero.
 
         ``init`` is not modified (OpenCV writes its result into the initial
-        flow, so a copy is passed)."""
+        flow, so a copy is passed).
+
+        Raises:
+            ValueError: ``init`` is not (H, W, 2) for (H, W) images."""
         self.calls += 1
         if init is None:
             return self._zero.calc(a, b, None)
+        if tuple(np.shape(init)) != tuple(a.shape[:2]) + (2,):  # OpenCV would ignore it and reuse a stale one
+            raise ValueError(f"initial flow of shape {tuple(np.shape(init))} for images of shape {a.shape[:2]}")
         return self._init.calc(a, b, np.array(init, dtype=np.float32, order="C", copy=True))

@@ -47,9 +47,10 @@ class FrontendOptions:
     init_robust: bool = False       # the initialisation's BAs use the robust loss of ``lm`` (else least squares)
     init_graduated: tuple[float, ...] = (10.0, 3.0, 1.0)  # then the robust loss at these multiples of lm.robust_px
     init_graduated_iters: int = 20  # LM iterations of each graduated stage
-    init_select: str = "robust"     # robust: grow the start whose seed BA leaves the lower robust cost (lm's loss) |
-                                    # seed: ... the lower least-squares cost (the seed BA's own) |
-                                    # final: grow both starts (identity, two-view), keep the lower final robust cost
+    init_select: str = "robust"     # robust: grow the start whose seed BA leaves the lower cost under lm's robust
+                                    # loss (no motion maps, no prior term) | seed: the lower cost of the seed BA itself
+                                    # | final: grow both starts (identity, two-view), keep the lower final robust cost;
+                                    # iterative sources and a single start: seed
     init_prior_parallax: float = 0.35  # with a depth prior: flow of the first two keyframes left after the best
                                        # rotation (feature px) below which each initial keyframe is tracked alone
     record_tracks: bool = True      # keep each non-keyframe's correspondences to its keyframe for the filler
@@ -153,10 +154,12 @@ class Frontend:
 
         The seed has two candidate starts, identity and a two-view
         reconstruction (:meth:`_two_view_seed`), each adjusted by the seed's
-        least-squares BA.  With ``init_select="robust"`` (one-shot sources) the
-        start whose solution has the lower cost under ``lm``'s robust loss is
-        grown (least squares is pulled by a shaky camera's gross flow errors,
-        the robust cost counts how well the rest is explained); with
+        least-squares BA (``init_robust`` off).  With ``init_select="robust"``
+        (one-shot sources) the start whose solution has the lower cost under
+        ``lm``'s robust loss (without motion maps or the depth prior's term;
+        with ``lm.robust=none`` plain least squares) is grown (least squares is
+        pulled by a shaky camera's gross flow errors, the robust cost counts
+        how well the rest is explained); with
         ``"final"`` the rest of the initialisation (:meth:`_grow`) runs from
         each, and the one ending with the lower robust cost is kept; with
         ``"seed"`` (and for iterative sources, whose correspondences change
@@ -194,10 +197,12 @@ class Frontend:
                     starts.append((float(res2.costs[-1]), s.snapshot(), True))
             one_shot = len(starts) > 1 and not self.source.iterative
             if one_shot and o.init_select == "robust":
+                # without the motion maps: each start's maps come from its own residuals, so they
+                # would discount more of the worse fit
                 costs = []
                 for _, state, _ in starts:
                     s.restore(state)
-                    costs.append(edges_cost(s, self.graph.edges, options=self.lm, motion=self.motion))
+                    costs.append(edges_cost(s, self.graph.edges, options=self.lm))
                 self.start_costs = costs
                 starts = [(c, state, tv) for c, (_, state, tv) in zip(costs, starts)]
             starts.sort(key=lambda c: c[0])
@@ -229,8 +234,15 @@ class Frontend:
     def _grow(self, n0: int, lm: LMOptions, lm_track: LMOptions, focal: bool) -> float:
         """The initialisation after its seed: every further initial keyframe is tracked, joined
         (its temporal edges added) and the whole set adjusted (``lm``), then :meth:`_graduate`.
-        Returns the final BA cost (inf when there was no BA)."""
+        Returns the final BA cost (inf when there was no BA).
+
+        The seed's scale is first set to a mean inverse depth of 1: each start fixes it its own way
+        (the identity start at unit depth, the two-view start at unit baseline, often 10-20x apart),
+        the later initial keyframes start at unit inverse depth, and the tracking and BA that follow
+        are not scale-invariant (damping, depth clamps), so the same reconstruction at another scale
+        could end elsewhere."""
         s, o = self.store, self.opt
+        self._normalize_scale(n0)
         res = None
         for t in range(n0, s.n):
             self._track_pose(t, lm_track)
@@ -357,11 +369,11 @@ class Frontend:
             solve_graph(s, self.graph, e.jj == t, fixed_below=t, options=lm or self.lm,
                            motion=self.motion, optimize_disps=False)  # pose-only: no depth prior
 
-    def _normalize_scale(self) -> None:
-        """Fix the monocular scale so that the mean inverse depth is 1."""
+    def _normalize_scale(self, n: int | None = None) -> None:
+        """Fix the monocular scale so that the mean inverse depth of slots ``0 .. n-1`` (all: None) is 1."""
         s = self.store
         with s.lock:
-            n = s.n
+            n = s.n if n is None else n
             scale = float(s.disps[:n].mean())
             if scale <= 0:
                 return

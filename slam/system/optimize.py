@@ -20,9 +20,9 @@ from slam.system.store import KeyframeStore
 
 def edges_cost(store: KeyframeStore, edges: Edges, *, options: LMOptions,
                motion: MotionOptions | None = None) -> float:
-    """The BA cost (``options``' robust loss) of the store's current estimate over ``edges``,
-    with the weights :func:`optimize_store` would use (times ``1 - m``, the source keyframes'
-    motion maps, when weighting); no depth-prior term.  Nothing is changed; inf without edges."""
+    """The BA cost (``options``' robust loss) of the store's current estimate over ``edges``:
+    the edges' weights, times ``1 - m`` (the source keyframes' stored motion maps) when ``motion``
+    weights; no depth-prior term.  Nothing is changed; inf without edges."""
     if len(edges) == 0:
         return float("inf")
     motion = motion or MotionOptions(weighting=False, mode="off")

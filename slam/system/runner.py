@@ -236,7 +236,8 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     stats = {"fps": len(ids_arr) / max(wall, 1e-9), "wall_s": wall, "tracking_s": t_track,
              "peak_rss_mb": peak_rss_mb(), "backend_runs": backend.runs, "device": str(device)}
     if frontend.initialized:
-        # which start the initialisation kept (frontend.init_select) and the final BA cost of each start grown
+        # which start the initialisation kept (frontend.init_select), the final BA cost of each start grown
+        # and (init_select=robust) each start's robust cost after the seed's BA, identity then two-view
         stats["init_start"] = "two-view" if frontend.two_view_used else "identity"
         stats["init_costs"], stats["init_cost"] = list(frontend.init_costs), frontend.init_cost
         stats["init_start_costs"] = list(frontend.start_costs)
