@@ -113,9 +113,6 @@ from slam.depth.prior import DepthPrior, resize_prior
 from slam.geometry.camera import Intrinsics
 from slam.geometry.pose import invert
 
-#: DIS presets (:mod:`slam.corr.dis`).
-DIS_PRESETS = PRESETS
-
 
 #: Keys of ``configs/depth/video.yaml`` that are for the caller (``slam run``), not for the estimator.
 VIDEO_CONFIG_EXTRAS: tuple[str, ...] = ("enabled", "output", "cloud")
@@ -247,8 +244,8 @@ class VideoDepthEstimator:
                  options: VideoDepthOptions | Any = None, align: AlignOptions | Any = None) -> None:
         self.opt = opt = options_from(VideoDepthOptions, options, "depth.video", ignore=VIDEO_CONFIG_EXTRAS)
         self.align_opt = options_from(AlignOptions, align, "depth.prior.align")
-        if opt.dis_preset not in DIS_PRESETS:
-            raise InputError(f"depth.video.dis_preset must be one of {', '.join(DIS_PRESETS)}, got {opt.dis_preset!r}")
+        if opt.dis_preset not in PRESETS:
+            raise InputError(f"depth.video.dis_preset must be one of {', '.join(PRESETS)}, got {opt.dis_preset!r}")
         if not opt.gaps or min(opt.gaps) < 1:
             raise InputError(f"depth.video.gaps must be positive frame gaps, got {list(opt.gaps)}")
         if opt.texture_mode not in ("tensor", "scalar"):

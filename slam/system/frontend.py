@@ -219,7 +219,8 @@ class Frontend:
                     cost = self._grow(n0, lm, lm_track, focal)
                     ends.append((cost, s.snapshot(), self.graph.edges, two_view))
                 best = min(ends, key=lambda c: c[0])
-                s.restore(best[1])
+                if best is not ends[-1]:  # the last start grown is what the store holds
+                    s.restore(best[1])
                 self.graph.edges, self.two_view_used = best[2], best[3]
                 self.init_costs, self.init_cost = [c[0] for c in ends], best[0]
             else:

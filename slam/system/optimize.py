@@ -18,14 +18,11 @@ from slam.system.motion import MotionOptions, pool_per_frame, residual_motion
 from slam.system.store import KeyframeStore
 
 
-def edges_cost(store: KeyframeStore, edges: Edges, *, options: LMOptions,
-               motion: MotionOptions | None = None) -> float:
-    """The BA cost (``options``' robust loss) of the store's current estimate over ``edges``:
-    the edges' weights, times ``1 - m`` (the source keyframes' stored motion maps) when ``motion``
-    weights; no depth-prior term.  Nothing is changed; inf without edges."""
-    if len(edges) == 0:
-        return float("inf")
-    motion = motion or MotionOptions(weighting=False, mode="off")
+def _gather(store: KeyframeStore, edges: Edges
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, pp.LieTensor, torch.Tensor, torch.Tensor]:
+    """The keyframes ``edges`` touch, as a local problem: ``(active (A,) store slots, ii, jj (E,) local
+    indices on the depths' device, poses (A, 7), disps (A, h, w), K (4,))`` (copies, read under the
+    store's lock)."""
     active = torch.unique(torch.cat([edges.ii, edges.jj]))
     local = torch.full((int(active.max()) + 1,), -1, dtype=torch.long)
     local[active] = torch.arange(active.numel())
@@ -33,13 +30,32 @@ def edges_cost(store: KeyframeStore, edges: Edges, *, options: LMOptions,
         poses = pp.SE3(store.poses[active].clone())
         disps = store.disps[active].clone()
         K = store.feature_intrinsics()
-        m_act = store.motion[active].clone() if motion.weighting and motion.mode != "off" else None
     dev = disps.device
-    ii, jj = local[edges.ii].to(dev), local[edges.jj].to(dev)
-    target, weight = edges.target.to(dev), edges.weight.to(dev)
-    if m_act is not None:
-        weight = weight * (1.0 - m_act.to(dev, weight.dtype)[ii])[..., None]
-    return DenseBA(ii, jj, target, weight, active.numel(), options=options).cost(poses, disps, K)
+    return active, local[edges.ii].to(dev), local[edges.jj].to(dev), poses, disps, K
+
+
+def _motion_weighted(store: KeyframeStore, active: torch.Tensor, ii: torch.Tensor, weight: torch.Tensor,
+                     motion: MotionOptions) -> torch.Tensor:
+    """``weight`` (E, h, w, 2) times ``1 - m`` of each edge's source keyframe when ``motion`` weights."""
+    if not (motion.weighting and motion.mode != "off"):
+        return weight
+    with store.lock:
+        m_act = store.motion[active].to(weight.device, weight.dtype)
+    return weight * (1.0 - m_act[ii])[..., None]
+
+
+def edges_cost(store: KeyframeStore, edges: Edges, *, options: LMOptions,
+               motion: MotionOptions | None = None) -> float:
+    """The BA cost (``options``' robust loss) of the store's current estimate over ``edges``:
+    the edges' weights, times ``1 - m`` (the source keyframes' stored motion maps) when ``motion``
+    weights, as :func:`optimize_store` weighs them; no depth-prior term.  Nothing is changed; inf
+    without edges."""
+    if len(edges) == 0:
+        return float("inf")
+    motion = motion or MotionOptions(weighting=False, mode="off")
+    active, ii, jj, poses, disps, K = _gather(store, edges)
+    weight = _motion_weighted(store, active, ii, edges.weight.to(disps.device), motion)
+    return DenseBA(ii, jj, edges.target.to(disps.device), weight, active.numel(), options=options).cost(poses, disps, K)
 
 
 def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, options: LMOptions,
@@ -69,19 +85,11 @@ def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, opti
     if len(edges) == 0:
         return None
     motion = motion or MotionOptions(weighting=False, mode="off")
-    active = torch.unique(torch.cat([edges.ii, edges.jj]))
-    local = torch.full((int(active.max()) + 1,), -1, dtype=torch.long)
-    local[active] = torch.arange(active.numel())
-    ii, jj = local[edges.ii], local[edges.jj]
+    active, ii_d, jj_d, poses, disps, K = _gather(store, edges)
     fixed = active < fixed_below
     if not fixed.any():
         fixed[0] = True
-    with store.lock:
-        poses = pp.SE3(store.poses[active].clone())
-        disps = store.disps[active].clone()
-        K = store.feature_intrinsics()
     dev = disps.device
-    ii_d, jj_d = ii.to(dev), jj.to(dev)
     target, weight = edges.target.to(dev), edges.weight.to(dev)
     has_source_motion = edges.motion is not None
     evidence = weight[..., 0] >= motion.min_weight
@@ -90,11 +98,7 @@ def optimize_store(store: KeyframeStore, edges: Edges, *, fixed_below: int, opti
     if optimize_disps and motion.uses_source(has_source_motion) and has_source_motion:
         m, has = pool_per_frame(edges.motion.to(dev, weight.dtype), evidence, ii_d, active.numel(), motion.dilate)
         store.write(active[has.cpu()], motion=m[has])
-    ba_weight = weight
-    if motion.weighting and motion.mode != "off":
-        with store.lock:
-            m_act = store.motion[active].to(dev, weight.dtype)
-        ba_weight = weight * (1.0 - m_act[ii_d])[..., None]
+    ba_weight = _motion_weighted(store, active, ii_d, weight, motion)
     disp_prior, prior_weight = None, None
     if prior is not None and optimize_disps and store.prior_disp is not None:
         with store.lock:
