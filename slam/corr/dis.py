@@ -2,9 +2,9 @@
 
 OpenCV's ``DISOpticalFlow`` object keeps the last initial flow it was given:
 a later ``calc(a, b, None)`` on the same object does not start from zero
-but from that stale field (measured with opencv-python-headless 5.0.0: a
-fresh object and one that had been given another pair's initial flow
-returned flows up to 38 px apart for the same pair;
+but from that stale field (with opencv-python-headless 5.0.0 a fresh object
+and one that had been given another pair's initial flow return different
+flows for the same pair;
 ``tests/test_corr.py::test_dis_calls_do_not_depend_on_earlier_calls``).
 :class:`DISFlow` therefore sends calls with an initial flow and calls
 without one to two separate objects, so a zero start is a zero start and
