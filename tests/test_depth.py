@@ -604,6 +604,55 @@ def test_prior_trust():
     assert bool((prior_trust(H, disps, bad, conf, PriorWeightOptions(check_sigma=0.0)) == 1).all())  # off
 
 
+def test_prior_gate():
+    """The problem gate is 1 when no confident pixel is constrained by the geometry, 1/2 when
+    the share of such pixels equals gate_share, about 0 when most are, and 1 when off."""
+    from slam.depth.align import prior_gate
+
+    N, h, w = 2, 30, 40
+    disps = torch.full((N, h, w), 0.5, dtype=torch.float64)
+    conf = torch.ones(N, h, w, dtype=torch.float64)
+    cfg = PriorWeightOptions(h_thresh=4.0, gate_share=0.05, gate_power=4.0)
+    H = torch.zeros(N, h, w, dtype=torch.float64)
+    assert prior_gate(H, disps, conf, cfg) == 1.0  # pure rotation: nothing constrained
+    strong = 20.0  # h = H d^2 = 5 >= h_thresh
+    H.view(-1)[: int(0.05 * N * h * w)] = strong
+    assert prior_gate(H, disps, conf, cfg) == pytest.approx(0.5)
+    H.view(-1)[: int(0.5 * N * h * w)] = strong
+    assert prior_gate(H, disps, conf, cfg) < 1e-3
+    conf.view(-1)[: int(0.5 * N * h * w)] = 0.0  # the strong pixels without prior confidence do not count
+    assert prior_gate(H, disps, conf, cfg) == 1.0
+    assert prior_gate(H * 0 + strong, disps, conf, PriorWeightOptions(gate_share=0.0)) == 1.0  # off
+
+
+def test_prior_gate_in_tracking(tmp_path, monkeypatch):
+    """In tracking the gate keeps the prior's BA term for a camera without parallax and
+    switches it off for a translating one, whose geometry has a scale of its own."""
+    import slam.system.depth_prior as depth_prior
+    from slam.config import load_config
+    from slam.data.detect import open_sequence
+    from slam.system.runner import run_sequence
+
+    gates = []
+    gate = depth_prior.prior_gate
+
+    def spy(*args, **kwargs):
+        gates.append(gate(*args, **kwargs))
+        return gates[-1]
+
+    monkeypatch.setattr(depth_prior, "prior_gate", spy)
+    medians = {}
+    for motion, seed in (("rotation", 7), ("handheld", 9)):
+        seq_dir, _, prior_dir = _world_with_prior(tmp_path / motion, motion, seed, 40)
+        gates.clear()
+        cfg = load_config("run", ["correspondence=classical", "frontend.filter_thresh=1.0", "depth.prior.kind=folder",
+                                  f"depth.prior.folder.path={prior_dir}", "depth.prior.folder.npy_kind=inverse_depth"])
+        run_sequence(open_sequence(seq_dir), cfg, progress=False)
+        assert len(gates) >= 5
+        medians[motion] = float(np.median(gates))
+    assert medians["rotation"] > 0.9 and medians["handheld"] < 0.05
+
+
 def test_two_view_seed_keeps_the_prior_depths(tmp_path, monkeypatch):
     """A translating camera starts from the two-view reconstruction; with a depth prior
     the seed keyframes get the prior's shape (aligned to the triangulation) instead of

@@ -172,8 +172,9 @@ class DenseBA:
         disp_prior: optional (N, H, W) prior inverse depths.
         prior_weight: optional (N, H, W) or scalar weight alpha of the prior, or
             a function ``(C (N, H, W), disps (N, H, W)) -> alpha`` of the
-            geometric depth Hessian diagonal, evaluated once, at the first
-            linearisation (MegaSaM's rule: weak parallax, strong prior).
+            geometric depth Hessian diagonal (the weights without the robust
+            loss's factors), evaluated once, at the first linearisation
+            (MegaSaM's rule: weak parallax, strong prior).
         options: :class:`LMOptions`.
         optimize_disps: False holds the inverse depths constant (pose-only
             refinement, e.g. the trajectory filler).
@@ -282,6 +283,7 @@ class DenseBA:
         r = self._target_cf - pr.coords_cf.view(E, 2, P)
         r2 = r * r
         cost = (wt * self._rho(r2)).sum(dtype=torch.float64)
+        wt0 = wt  # before the robust factors (the depth prior's weight rule)
         if self.opt.robust != "none":  # iteratively reweighted least squares: weights x rho'(r^2), held constant
             wt = wt * self._rho_prime(r2.detach())
         Jd = pr.Jd_cf.view(E, 2, P)
@@ -325,7 +327,12 @@ class DenseBA:
         Q[:, 6 * S].index_add_(0, ii, E7[:, 6])
         if self.disp_prior is not None:
             if callable(self.prior_weight):  # rule on the geometric depth Hessian, fixed at the first linearisation
-                self.prior_weight = self.prior_weight(C.detach().view_as(disps), disps.detach())
+                # without the robust loss's IRLS factors: how well the measurements constrain a depth is a
+                # property of their confidences and the camera motion, not of the current residuals (far
+                # from convergence the IRLS factors are small almost everywhere and the prior would win)
+                Cg = torch.zeros(N, P, dtype=r.dtype, device=r.device)
+                Cg.index_add_(0, ii, wt0[:, 0] * Jd[:, 0] * Jd[:, 0] + wt0[:, 1] * Jd[:, 1] * Jd[:, 1])
+                self.prior_weight = self.prior_weight(Cg.detach().view_as(disps), disps.detach())
             a = self.prior_weight.expand_as(disps).reshape(N, P)
             C = C + a
             w = w + a * (self.disp_prior - disps).reshape(N, P)

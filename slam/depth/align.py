@@ -140,6 +140,8 @@ class PriorWeightOptions:
     check_sigma: float = 0.1  #: trust check (:func:`prior_trust`): log-depth disagreement at which the weight halves (0: off)
     check_power: float = 4.0  #: ... trust 1 / (1 + (sigma / check_sigma)^check_power) (large: a gate)
     check_pixels: int = 50    #: ... pixels with h >= h_thresh a keyframe needs for its own check (fewer: pooled, then trusted)
+    gate_share: float = 0.05  #: problem gate (:func:`prior_gate`): share of pixels with h >= h_thresh at which the weight halves (0: off)
+    gate_power: float = 4.0   #: ... gate 1 / (1 + (share / gate_share)^gate_power)
 
 
 def prior_weight_from_hessian(H_dd: torch.Tensor | np.ndarray, cfg: PriorWeightOptions | Any = None,
@@ -244,3 +246,41 @@ def prior_trust(H_dd: torch.Tensor, disps: torch.Tensor, disp_prior: torch.Tenso
     if not bool(own.all()) and int(strong.sum()) >= opt.check_pixels:
         trust[~own] = of(r[strong])  # pooled over all keyframes
     return trust
+
+
+def prior_gate(H_dd: torch.Tensor, disps: torch.Tensor, conf: torch.Tensor,
+               cfg: PriorWeightOptions | Any = None) -> float:
+    """Gate on the prior's BA term for a whole problem, from how much of it the geometry constrains.
+
+    The per-pixel rule (:func:`prior_weight_from_hessian`) gives the prior the
+    pixels whose depth the geometry constrains weakly.  When the camera
+    translates, those pixels (far away, or with little confident flow) are many
+    and still pull the poses together: a monocular prior that is wrong there in
+    aggregate (an affine fit to the strong pixels does not fix a wrong depth
+    range) drags the scale of the translation with it.  MegaSaM decides per
+    video whether to use its prior in BA from the Hessian; here, per BA problem:
+    the share ``s`` of the prior's confident pixels (confidence > 0.5) whose
+    log-depth Hessian ``h = H_dd * disps^2`` reaches ``h_thresh``, pooled over
+    all keyframes, gives ``1 / (1 + (s / gate_share)^gate_power)``: about 1 when
+    almost nothing is constrained (pure rotation, a static camera: the prior is
+    all there is), about 0 when a sizeable share is (the geometry has a scale of
+    its own).  The prior still gives every new keyframe its initial depth.
+
+    Args:
+        H_dd: (N, h, w) diagonal of the depth block of the BA Hessian (inverse depth).
+        disps: (N, h, w) current inverse depths (> 0).
+        conf: (N, h, w) prior confidence in [0, 1].
+        cfg: :class:`PriorWeightOptions` or a mapping of its fields.
+    Returns:
+        the gate in (0, 1]; 1 when ``gate_share`` is 0 (off) or no pixel is confident.
+    """
+    opt = options_from(PriorWeightOptions, cfg, "weight")
+    if not opt.gate_share > 0:
+        return 1.0
+    h = H_dd.clamp_min(0) * disps.to(H_dd) ** 2
+    ok = (conf.to(H_dd) > 0.5) & (disps > 0)
+    n = int(ok.sum())
+    if n == 0:
+        return 1.0
+    share = float((h[ok] >= opt.h_thresh).sum()) / n
+    return 1.0 / (1.0 + (share / opt.gate_share) ** opt.gate_power)

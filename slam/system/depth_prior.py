@@ -16,7 +16,9 @@ store.  It is used twice:
   ``alpha (d - d_prior)^2`` with a per-pixel weight ``alpha`` from the depth
   block of the BA Hessian (:func:`slam.depth.align.prior_weight_from_hessian`:
   weak parallax, strong prior; strong parallax, none), times the prior's own
-  confidence.
+  confidence, times a gate on the whole problem
+  (:func:`slam.depth.align.prior_gate`: off once a sizeable share of the
+  pixels is constrained by the geometry, which then has a scale of its own).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slam.depth.align import (AlignOptions, PriorWeightOptions, align_scale_shift, prior_trust,
+from slam.depth.align import (AlignOptions, PriorWeightOptions, align_scale_shift, prior_gate, prior_trust,
                               prior_weight_from_hessian)
 from slam.depth.options import options_from, to_plain
 from slam.depth.prior import DepthPrior, make_prior
@@ -128,13 +130,16 @@ class PriorTerm:
 
         Returns ``fn(C (N, h, w), disps (N, h, w)) -> alpha (N, h, w)`` (for
         :class:`slam.ba.dense_ba.DenseBA`'s ``prior_weight``), the Hessian rule
-        times the prior's confidence ``conf`` (N, h, w), times, when the aligned
+        times the prior's confidence ``conf`` (N, h, w), times the problem's gate
+        (:func:`slam.depth.align.prior_gate`: how much of it the geometry
+        constrains), times, when the aligned
         prior ``disp_prior`` (N, h, w) is given, each keyframe's trust in it
         (:func:`slam.depth.align.prior_trust`: how well it agrees with the
         depths where the geometry is strong).
         """
         def fn(C: torch.Tensor, disps: torch.Tensor) -> torch.Tensor:
             w = prior_weight_from_hessian(C, self.weight, disps) * conf.to(C)
+            w = w * prior_gate(C, disps, conf, self.weight)
             if disp_prior is not None:
                 w = w * prior_trust(C, disps, disp_prior, conf, self.weight)[:, None, None]
             return w
