@@ -616,13 +616,21 @@ def test_prior_gate():
     H = torch.zeros(N, h, w, dtype=torch.float64)
     assert prior_gate(H, disps, conf, cfg) == 1.0  # pure rotation: nothing constrained
     strong = 20.0  # h = H d^2 = 5 >= h_thresh
-    H.view(-1)[: int(0.05 * N * h * w)] = strong
+    H.view(N, -1)[:, : int(0.05 * h * w)] = strong
     assert prior_gate(H, disps, conf, cfg) == pytest.approx(0.5)
-    H.view(-1)[: int(0.5 * N * h * w)] = strong
+    H.view(N, -1)[:, : int(0.5 * h * w)] = strong
     assert prior_gate(H, disps, conf, cfg) < 1e-3
-    conf.view(-1)[: int(0.5 * N * h * w)] = 0.0  # the strong pixels without prior confidence do not count
+    conf.view(N, -1)[:, : int(0.5 * h * w)] = 0.0  # the strong pixels without prior confidence do not count
     assert prior_gate(H, disps, conf, cfg) == 1.0
     assert prior_gate(H * 0 + strong, disps, conf, PriorWeightOptions(gate_share=0.0)) == 1.0  # off
+    assert prior_gate(H * 0 + strong, disps, conf * 0 + 1, PriorWeightOptions(gate_power=1000.0)) == 0.0  # no overflow
+    target_only = torch.zeros(1, h, w, dtype=torch.float64)  # a keyframe that is only an edge's target: no say
+    H2 = torch.cat([H * 0, target_only])
+    H2[0].view(-1)[: int(0.05 * h * w)] = strong
+    both = prior_gate(H2, torch.cat([disps, disps[:1]]), torch.ones(N + 1, h, w, dtype=torch.float64), cfg)
+    assert both == pytest.approx(prior_gate(H2[:1], disps[:1], torch.ones(1, h, w, dtype=torch.float64), cfg))
+    with pytest.raises(InputError):
+        prior_gate(H, disps, conf, PriorWeightOptions(gate_power=0.0))
 
 
 def test_prior_gate_in_tracking(tmp_path, monkeypatch):

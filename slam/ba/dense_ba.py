@@ -171,10 +171,11 @@ class DenseBA:
         optimize_focal: also estimate the shared focal length.
         disp_prior: optional (N, H, W) prior inverse depths.
         prior_weight: optional (N, H, W) or scalar weight alpha of the prior, or
-            a function ``(C (N, H, W), disps (N, H, W)) -> alpha`` of the
-            geometric depth Hessian diagonal (the weights without the robust
-            loss's factors), evaluated once, at the first linearisation
-            (MegaSaM's rule: weak parallax, strong prior).
+            a function ``(C, disps, C_geo) -> alpha`` (all (N, H, W)) of the
+            depth Hessian diagonal ``C`` (with the robust loss's IRLS factors)
+            and ``C_geo`` (without them: the parallax the measurements offer
+            whatever the current residuals), evaluated once, at the first
+            linearisation (MegaSaM's rule: weak parallax, strong prior).
         options: :class:`LMOptions`.
         optimize_disps: False holds the inverse depths constant (pose-only
             refinement, e.g. the trajectory filler).
@@ -327,12 +328,15 @@ class DenseBA:
         Q[:, 6 * S].index_add_(0, ii, E7[:, 6])
         if self.disp_prior is not None:
             if callable(self.prior_weight):  # rule on the geometric depth Hessian, fixed at the first linearisation
-                # without the robust loss's IRLS factors: how well the measurements constrain a depth is a
-                # property of their confidences and the camera motion, not of the current residuals (far
-                # from convergence the IRLS factors are small almost everywhere and the prior would win)
-                Cg = torch.zeros(N, P, dtype=r.dtype, device=r.device)
-                Cg.index_add_(0, ii, wt0[:, 0] * Jd[:, 0] * Jd[:, 0] + wt0[:, 1] * Jd[:, 1] * Jd[:, 1])
-                self.prior_weight = self.prior_weight(Cg.detach().view_as(disps), disps.detach())
+                # also without the robust loss's IRLS factors: how much parallax the measurements offer at
+                # all, whatever the current residuals (far from convergence the factors are small everywhere)
+                if self.opt.robust == "none":
+                    Cg = C
+                else:
+                    Cg = torch.zeros(N, P, dtype=r.dtype, device=r.device)
+                    Cg.index_add_(0, ii, wt0[:, 0] * Jd[:, 0] * Jd[:, 0] + wt0[:, 1] * Jd[:, 1] * Jd[:, 1])
+                self.prior_weight = self.prior_weight(C.detach().view_as(disps), disps.detach(),
+                                                      Cg.detach().view_as(disps))
             a = self.prior_weight.expand_as(disps).reshape(N, P)
             C = C + a
             w = w + a * (self.disp_prior - disps).reshape(N, P)

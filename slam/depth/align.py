@@ -140,8 +140,9 @@ class PriorWeightOptions:
     check_sigma: float = 0.1  #: trust check (:func:`prior_trust`): log-depth disagreement at which the weight halves (0: off)
     check_power: float = 4.0  #: ... trust 1 / (1 + (sigma / check_sigma)^check_power) (large: a gate)
     check_pixels: int = 50    #: ... pixels with h >= h_thresh a keyframe needs for its own check (fewer: pooled, then trusted)
-    gate_share: float = 0.05  #: problem gate (:func:`prior_gate`): share of pixels with h >= h_thresh at which the weight halves (0: off)
-    gate_power: float = 4.0   #: ... gate 1 / (1 + (share / gate_share)^gate_power)
+    gate_share: float = 0.05  #: problem gate (:func:`prior_gate`): share of the prior's confident pixels
+                              #: with h >= h_thresh at which the whole prior term halves (0: off) ...
+    gate_power: float = 4.0   #: ... gate 1 / (1 + (share / gate_share)^gate_power), > 0
 
 
 def prior_weight_from_hessian(H_dd: torch.Tensor | np.ndarray, cfg: PriorWeightOptions | Any = None,
@@ -238,7 +239,11 @@ def prior_trust(H_dd: torch.Tensor, disps: torch.Tensor, disp_prior: torch.Tenso
     r = torch.log(disp_prior.to(H_dd).clamp_min(1e-12) / disps.to(H_dd).clamp_min(1e-12)).abs()
 
     def of(x: torch.Tensor) -> float:
-        return 1.0 / (1.0 + (1.4826 * float(x.median()) / opt.check_sigma) ** opt.check_power)
+        sigma = 1.4826 * float(x.median())
+        if sigma <= 0.0:
+            return 1.0
+        z = opt.check_power * math.log(sigma / opt.check_sigma)  # log form: no overflow for a large power
+        return 0.0 if z > 700.0 else 1.0 / (1.0 + math.exp(z))
 
     own = strong.sum((1, 2)) >= opt.check_pixels
     for k in torch.nonzero(own)[:, 0].tolist():
@@ -250,7 +255,7 @@ def prior_trust(H_dd: torch.Tensor, disps: torch.Tensor, disp_prior: torch.Tenso
 
 def prior_gate(H_dd: torch.Tensor, disps: torch.Tensor, conf: torch.Tensor,
                cfg: PriorWeightOptions | Any = None) -> float:
-    """Gate on the prior's BA term for a whole problem, from how much of it the geometry constrains.
+    """Gate on the prior's BA term for a whole problem, from how much of it the parallax constrains.
 
     The per-pixel rule (:func:`prior_weight_from_hessian`) gives the prior the
     pixels whose depth the geometry constrains weakly.  When the camera
@@ -258,29 +263,41 @@ def prior_gate(H_dd: torch.Tensor, disps: torch.Tensor, conf: torch.Tensor,
     and still pull the poses together: a monocular prior that is wrong there in
     aggregate (an affine fit to the strong pixels does not fix a wrong depth
     range) drags the scale of the translation with it.  MegaSaM decides per
-    video whether to use its prior in BA from the Hessian; here, per BA problem:
-    the share ``s`` of the prior's confident pixels (confidence > 0.5) whose
-    log-depth Hessian ``h = H_dd * disps^2`` reaches ``h_thresh``, pooled over
-    all keyframes, gives ``1 / (1 + (s / gate_share)^gate_power)``: about 1 when
-    almost nothing is constrained (pure rotation, a static camera: the prior is
-    all there is), about 0 when a sizeable share is (the geometry has a scale of
-    its own).  The prior still gives every new keyframe its initial depth.
+    video from the Hessian whether its prior enters BA; here the decision is
+    made per BA problem: ``s`` is the share of the prior's confident pixels
+    (confidence > 0.5) whose log-depth Hessian ``h = H_dd * disps^2`` reaches
+    ``h_thresh``, pooled over the keyframes with any parallax at all (``H_dd``
+    not all zero: a keyframe that is only a target in the problem says
+    nothing), and the gate is ``1 / (1 + (s / gate_share)^gate_power)``: about 1
+    when almost nothing is constrained (pure rotation: the prior is all there
+    is), about 0 when a sizeable share is (the geometry has a scale of its own).
+    The prior still gives every new keyframe its initial depth.
 
     Args:
-        H_dd: (N, h, w) diagonal of the depth block of the BA Hessian (inverse depth).
+        H_dd: (N, h, w) diagonal of the depth block of the BA Hessian (inverse depth),
+            best without the robust loss's reweighting (the parallax on offer, whatever
+            the current residuals).
         disps: (N, h, w) current inverse depths (> 0).
         conf: (N, h, w) prior confidence in [0, 1].
         cfg: :class:`PriorWeightOptions` or a mapping of its fields.
     Returns:
-        the gate in (0, 1]; 1 when ``gate_share`` is 0 (off) or no pixel is confident.
+        the gate in [0, 1]; 1 when ``gate_share`` is 0 (off) or no pixel counts.
+    Raises:
+        InputError: a negative ``gate_share`` or a non-positive ``gate_power``.
     """
     opt = options_from(PriorWeightOptions, cfg, "weight")
-    if not opt.gate_share > 0:
+    if not (opt.gate_share >= 0 and opt.gate_power > 0):
+        raise InputError(f"weight: need gate_share >= 0 and gate_power > 0, "
+                         f"got gate_share={opt.gate_share}, gate_power={opt.gate_power}")
+    if opt.gate_share == 0:
         return 1.0
-    h = H_dd.clamp_min(0) * disps.to(H_dd) ** 2
-    ok = (conf.to(H_dd) > 0.5) & (disps > 0)
+    H = H_dd.clamp_min(0)
+    h = H * disps.to(H_dd) ** 2
+    seen = (H.flatten(1) > 0).any(1)[:, None, None]
+    ok = (conf.to(H_dd) > 0.5) & (disps > 0) & seen
     n = int(ok.sum())
-    if n == 0:
+    share = float((h[ok] >= opt.h_thresh).sum()) / n if n else 0.0
+    if share == 0.0:
         return 1.0
-    share = float((h[ok] >= opt.h_thresh).sum()) / n
-    return 1.0 / (1.0 + (share / opt.gate_share) ** opt.gate_power)
+    x = opt.gate_power * math.log(share / opt.gate_share)
+    return 0.0 if x > 700.0 else 1.0 / (1.0 + math.exp(x))

@@ -128,18 +128,19 @@ class PriorTerm:
     def weight_rule(self, conf: torch.Tensor, disp_prior: torch.Tensor | None = None):
         """The per-pixel BA weight as a function of the geometric depth Hessian.
 
-        Returns ``fn(C (N, h, w), disps (N, h, w)) -> alpha (N, h, w)`` (for
-        :class:`slam.ba.dense_ba.DenseBA`'s ``prior_weight``), the Hessian rule
-        times the prior's confidence ``conf`` (N, h, w), times the problem's gate
-        (:func:`slam.depth.align.prior_gate`: how much of it the geometry
-        constrains), times, when the aligned
+        Returns ``fn(C (N, h, w), disps (N, h, w), C_geo (N, h, w)) -> alpha (N, h, w)``
+        (for :class:`slam.ba.dense_ba.DenseBA`'s ``prior_weight``; ``C`` with the
+        robust loss's IRLS factors, ``C_geo`` without, defaulting to ``C``), the
+        Hessian rule on ``C`` times the prior's confidence ``conf`` (N, h, w), times
+        the problem's gate on ``C_geo`` (:func:`slam.depth.align.prior_gate`: how
+        much of it the parallax constrains), times, when the aligned
         prior ``disp_prior`` (N, h, w) is given, each keyframe's trust in it
         (:func:`slam.depth.align.prior_trust`: how well it agrees with the
         depths where the geometry is strong).
         """
-        def fn(C: torch.Tensor, disps: torch.Tensor) -> torch.Tensor:
+        def fn(C: torch.Tensor, disps: torch.Tensor, C_geo: torch.Tensor | None = None) -> torch.Tensor:
             w = prior_weight_from_hessian(C, self.weight, disps) * conf.to(C)
-            w = w * prior_gate(C, disps, conf, self.weight)
+            w = w * prior_gate(C if C_geo is None else C_geo, disps, conf, self.weight)
             if disp_prior is not None:
                 w = w * prior_trust(C, disps, disp_prior, conf, self.weight)[:, None, None]
             return w
