@@ -65,7 +65,9 @@ the chunk, its ``max(gaps)`` neighbours on each side and their flows are held):
    ``prior_min_frac + (1 - prior_min_frac) * rule(I_log)`` with ``rule`` the
    linear rule of :func:`~slam.depth.align.prior_weight_from_hessian`
    (``w_max = 1``, ``h_thresh = prior_off_sigma^-2``): weak parallax, strong
-   prior (MegaSaM).
+   prior (MegaSaM).  Tracking's problem gate (:func:`~slam.depth.align.prior_gate`)
+   is not applied here: poses and focal are fixed, so the prior cannot drag the
+   trajectory's scale; it only shapes depth where the flow says little.
 5. **Optimisation.** From the per-pixel optimum ``l0`` of the flow, prior,
    initial-depth and fill terms (a few Gauss-Newton steps per pixel), Adam
    minimises the sum over the chunk's pixels (divided by their number) of::
