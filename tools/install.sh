@@ -4,7 +4,8 @@
 #   bash tools/install.sh --test   # the same plus the test extras
 # Order matters: torch==2.13.0 (the CPU wheel) is installed before anything else,
 # since a bare `torch` requirement would pull several GB of CUDA packages.  A torch
-# that is already installed (a CUDA build, say) is kept.
+# that is already installed (a CUDA build, say) is kept.  The other packages are pinned by
+# tools/constraints.txt to the versions the benchmarks were measured with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -32,5 +33,5 @@ else
   $PY -m pip install -q "torch==2.13.0"
 fi
 echo "[install] slam$extras"
-$PY -m pip install -q -e ".$extras"
+$PY -m pip install -q -c tools/constraints.txt -e ".$extras"
 echo "[install] done: $(command -v slam)"
