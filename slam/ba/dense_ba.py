@@ -148,7 +148,9 @@ def _cholesky(A: torch.Tensor, tries: int = 6) -> torch.Tensor | None:
     such systems, and the LM iterations then end in different minima).
     """
     L, info = torch.linalg.cholesky_ex(A)
-    jitter = 1e-9 * float(torch.diagonal(A).abs().mean()) + 1e-12
+    if int(info) == 0:
+        return L
+    jitter = 1e-9 * float(torch.diagonal(A).detach().abs().mean()) + 1e-12  # a constant, also in training
     eye = None
     for _ in range(tries):
         if int(info) == 0:
