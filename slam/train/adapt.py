@@ -4,7 +4,9 @@ Two phases, sharing one optimiser (AdamW, constant learning rate):
 
 1. self-supervised (:func:`slam.train.unroll.selfsup_loss`) on random frame
    pairs ``(i, i + g)``, ``1 <= g <= pairs.max_gap``, both directions, at the
-   processing resolution of ``slam run`` (``image.pixels``);
+   processing resolution of ``slam run`` (``image.pixels``), for the share
+   ``selfsup_share`` of the budget (0 by default: measured to make tracking
+   worse, docs/benchmarks.md);
 2. BA fine-tuning (:func:`slam.train.unroll.ba_finetune_loss`) on windows of
    consecutive keyframes of a reconstruction of the same video: the classical
    system (``slam run``, DIS correspondences) provides keyframe poses and
