@@ -46,16 +46,17 @@ def main() -> int:
         print(f"{args.video}: the reconstruction has fewer than 2 keyframes", file=sys.stderr)
         return 1
     uo = loss_options(cfg.loss)
+    dev = torch.device(str(cfg.device))
+    batches = [collate([c]).to(dev) for c in clips]
     print(f"{args.video}: {len(recon.kf_indices)} keyframes, {len(clips)} windows of {cfg.clips.frames}\n")
     print("| weights | loss | ba_res [px] | mean weight |\n|---|---:|---:|---:|")
     for w in args.weights:
-        torch.manual_seed(0)
-        model, _ = load_checkpoint(w, map_location=str(cfg.device))
+        torch.manual_seed(0)  # the same start for every checkpoint should loss.pose_init be `noisy`
+        model, _ = load_checkpoint(w, map_location=dev)
         model.eval()
         rows = []
         with torch.no_grad():
-            for c in clips:
-                b = collate([c]).to(torch.device(str(cfg.device)))
+            for b in batches:
                 _, m = ba_finetune_loss(model, b, uo, solution=(b.poses, b.disps))
                 rows.append((m["loss"], m["ba_res"], m["weight"]))
         loss, res, weight = np.mean(rows, axis=0)

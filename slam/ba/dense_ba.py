@@ -151,14 +151,13 @@ def _cholesky(A: torch.Tensor, tries: int = 6) -> torch.Tensor | None:
     if int(info) == 0:
         return L
     jitter = 1e-9 * float(torch.diagonal(A).detach().abs().mean()) + 1e-12  # a constant, also in training
-    eye = None
+    eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
     for _ in range(tries):
+        L, info = torch.linalg.cholesky_ex(A + jitter * eye)
         if int(info) == 0:
             return L
-        eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device) if eye is None else eye
-        L, info = torch.linalg.cholesky_ex(A + jitter * eye)
         jitter *= 100.0
-    return L if int(info) == 0 else None
+    return None
 
 
 class DenseBA:
