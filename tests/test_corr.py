@@ -76,6 +76,39 @@ def test_long_pair_without_an_estimate_starts_from_the_chained_flow():
     assert max(steps) < 1.0 and chained < 1.0 < alone
 
 
+def test_workers_measure_as_one_thread_would():
+    """`workers=2` measures independent pairs (DIS, Lucas-Kanade) on two threads: the results, the
+    DIS work and the flows kept for later edges are those of measuring the edges one by one; a pair
+    and its reverse share their two DIS fields, and an edge without an estimate chains kept flows."""
+    world = make_world(seed=13, scene="clutter", motion="handheld", frames=20, width=160, height=120, focal=130.0)
+    h, w = 15, 20
+    grid = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(h), indexing="xy"), -1).float()
+    exact = OracleFlow(world, (160, 120), stride=8)
+    pairs = [(0, 3), (3, 0), (3, 6), (0, 6), (6, 3), (9, 12), (2, 7)]
+    outs = []
+    for workers in (1, 2):
+        src = ClassicalFlow(ClassicalOptions(workers=workers))
+        fr = {k: src.prepare(k, world[k].image) for k in range(13)}
+        fi, fj = [fr[a] for a, _ in pairs], [fr[b] for _, b in pairs]
+        coords = exact.update(fi, fj, None).target  # an estimate for every edge ...
+        coords[3] = grid  # ... but (0, 6): none, so it starts from the flows through 3, chained
+        first = src.update(fi, fj, coords)
+        again = src.update(fi[::-1], fj[::-1], coords.flip(0))  # cached: no DIS work
+        ref = src.refine(fi, fj, first.target)
+        outs.append((first, again, ref, src.dis_calls, list(src._flows)))
+        src.close()
+    (f1, a1, r1, n1, k1), (f2, a2, r2, n2, k2) = outs
+    assert torch.equal(f1.target, f2.target) and torch.equal(f1.weight, f2.weight)
+    assert torch.equal(a1.target, f1.target.flip(0)) and torch.equal(a2.target, f2.target.flip(0))
+    assert torch.equal(r1.target, r2.target) and torch.equal(r1.weight, r2.weight)
+    assert n1 == n2 == 2 * 5  # five unordered pairs, two DIS fields each
+    assert k1 == k2  # the same flows kept, in the same order
+    truth = exact.update(fi, fj, None)
+    ok = (f2.weight[..., 0] > 0.5) & (truth.weight[..., 0] > 0)
+    err = (f2.target - truth.target).norm(dim=-1) * 8  # image px
+    assert all(float(err[e][ok[e]].median()) < 1.0 for e in range(len(pairs)))
+
+
 def _grey(world, k: int) -> np.ndarray:
     import cv2
 

@@ -46,6 +46,19 @@ def test_backend_in_its_own_thread(world):
     assert recon.tracked.all() and _ate_pct(recon, world) < 5.0
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_run_sets_its_torch_threads_and_restores_them(world, threads):
+    """`threads=N`: the frontend's thread tracks with N torch intra-op threads (the config's default,
+    1, is faster on a 2-core CPU, docs/benchmarks.md); the caller's count comes back afterwards."""
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    cfg = load_config("run", ["correspondence=oracle", "image.pixels=19200", f"threads={threads}"])
+    recon = run_sequence(world, cfg, progress=False, on_keyframe=lambda store: seen.append(torch.get_num_threads()))
+    assert seen and set(seen) == {threads}
+    assert torch.get_num_threads() == before
+    assert recon.tracked.all() and _ate_pct(recon, world) < 1.0
+
+
 def test_initialisation_on_a_shaky_camera():
     """A shaky camera's first keyframes: least squares alone lets a few confident gross flow errors
     pull the initialisation off (2.3 % of the path over these 35 frames, no final refinement to repair

@@ -102,6 +102,9 @@ class CorrespondenceSource(ABC):
         refinement and the filler's re-measurement ask for it)."""
         raise NotImplementedError(f"{self.name} does not refine its correspondences")
 
+    def close(self) -> None:
+        """Release what the source holds beyond its results (worker threads); it stays usable."""
+
     def frame_edge(self, keyframe: FrameData, frame: FrameData, accurate: bool = False) -> EdgeUpdate:
         """Correspondences keyframe -> frame for a tracked non-keyframe (one edge),
         called right after :meth:`mean_flow` on the same pair, so sources can

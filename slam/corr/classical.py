@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import cv2
 import numpy as np
@@ -28,6 +30,9 @@ import torch
 
 from slam.corr.base import CorrespondenceSource, EdgeUpdate, FrameData, flow_to_feature, identity_coords
 from slam.corr.dis import PRESETS, DISFlow
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -50,6 +55,7 @@ class ClassicalOptions:
     refine_iters: int = 10        #: Lucas-Kanade iterations per pyramid level (at most)
     refine_eps: float = 0.03      #: ... or until the update is below this (image px)
     records: str = "filter"        #: a tracked frame's correspondences: dis (checked DIS pair) | filter (motion filter's flow)
+    workers: int = 2              #: threads measuring independent frame pairs at once (DIS, Lucas-Kanade); 1: the caller's
 
 
 class ClassicalFlow(CorrespondenceSource):
@@ -65,6 +71,8 @@ class ClassicalFlow(CorrespondenceSource):
             raise ValueError(f"unknown DIS preset {self.opt.preset!r}; expected one of {sorted(PRESETS)}")
         if self.opt.records not in ("dis", "filter"):
             raise ValueError(f"unknown records {self.opt.records!r}; expected dis or filter")
+        if int(self.opt.workers) < 1:
+            raise ValueError(f"workers must be at least 1, got {self.opt.workers}")
         self.stride = self.opt.stride
         self._dis = DISFlow(self.opt.preset)
         self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -74,6 +82,9 @@ class ClassicalFlow(CorrespondenceSource):
         self._textured: tuple[int, np.ndarray] | None = None  # (keyframe index, its textured-pixel mask)
         self._inits: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # composed flows, DIS inits
         self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # raw flows a -> b
+        self._pool: ThreadPoolExecutor | None = None  # the workers (created on first use)
+        self._worker_dis: list[DISFlow] = []  # one DIS object per worker thread
+        self._local = threading.local()
 
     def mean_flow(self, a: FrameData, b: FrameData) -> float:
         """Mean forward flow a->b (feature px) for the motion filter.
@@ -110,10 +121,35 @@ class ClassicalFlow(CorrespondenceSource):
     @property
     def dis_calls(self) -> int:
         """DIS evaluations so far (for benchmarks)."""
-        return self._dis.calls
+        return self._dis.calls + sum(d.calls for d in self._worker_dis)
 
     def _flow(self, a: np.ndarray, b: np.ndarray, init: np.ndarray | None) -> np.ndarray:
         return self._dis.calc(a, b, init)
+
+    def _map(self, fn: Callable[[_T], _R], items: list[_T]) -> list[_R]:
+        """``[fn(x) for x in items]``, on the workers when there are several items and workers.
+        ``fn`` must not take :attr:`_lock` (the caller may hold it); :meth:`_worker_flow` gives
+        each worker thread its own DIS object (a DIS result depends only on its inputs, so
+        which worker computes it does not matter)."""
+        if self.opt.workers < 2 or len(items) < 2:
+            return [fn(x) for x in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(int(self.opt.workers), thread_name_prefix="classical-flow")
+        return list(self._pool.map(fn, items))
+
+    def _worker_flow(self, a: np.ndarray, b: np.ndarray, init: np.ndarray | None) -> np.ndarray:
+        """DIS flow a -> b on the calling worker thread's own DIS object."""
+        dis = getattr(self._local, "dis", None)
+        if dis is None:
+            dis = self._local.dis = DISFlow(self.opt.preset)
+            self._worker_dis.append(dis)
+        return dis.calc(a, b, init)
+
+    def close(self) -> None:
+        """Stop the worker threads (a later call starts them again)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _chained(self, a: int, b: int) -> np.ndarray | None:
         """Flow a -> b composed through a frame m whose raw flows a -> m and m -> b are kept,
@@ -140,17 +176,54 @@ class ClassicalFlow(CorrespondenceSource):
 
         Raw flows a->b and b->a already computed (by the reverse edge or the
         motion filter) are reused; new ones are kept for the reverse edge.
+        Call with :attr:`_lock` held.
         """
+        plan = self._plan_pair(a, b, init)
+        self._run_jobs([plan])
+        return self._pair_result(plan)
+
+    def _plan_pair(self, a: FrameData, b: FrameData, init: np.ndarray | None) -> tuple[object, object]:
+        """The DIS work that :meth:`pair` (a, b) needs, as the flows a->b and b->a: kept arrays, or
+        :class:`_FlowJob` placeholders, kept at once (so a later pair of the same batch reuses them, and
+        the kept flows' order and evictions are those of measuring the pairs one after the other)."""
         fwd = self._flows.get((a.index, b.index))
         if fwd is None:
-            init = self._inits.get((a.index, b.index), init)
-            fwd = self._flow(a.features, b.features, init)
+            fwd = _FlowJob(a.features, b.features, self._inits.get((a.index, b.index), init))
             self._keep_flow((a.index, b.index), fwd)
         bwd = self._flows.get((b.index, a.index))
-        if bwd is None:
-            binit = -cv2.remap(fwd, *_sample_maps(fwd), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            bwd = self._flow(b.features, a.features, binit)
+        if bwd is None:  # started from the forward flow, reversed
+            bwd = _FlowJob(b.features, a.features, None, reverse_of=fwd)
             self._keep_flow((b.index, a.index), bwd)
+        return fwd, bwd
+
+    def _run_jobs(self, plans: list[tuple[object, object]]) -> None:
+        """Compute the :class:`_FlowJob` placeholders of ``plans`` (a reversed job right after the
+        job it reverses, in the same task; independent tasks on the workers) and put the results
+        in their places among the kept flows."""
+        tasks: list[list[_FlowJob]] = []
+        task_of: dict[int, list[_FlowJob]] = {}  # id(job) -> its task
+        for plan in plans:
+            for j in plan:
+                if not isinstance(j, _FlowJob) or j.result is not None or id(j) in task_of:
+                    continue
+                # a reversed flow runs after the flow it reverses, in its task
+                task = task_of.get(id(j.reverse_of))
+                if task is None:
+                    task = []
+                    tasks.append(task)
+                task.append(j)
+                task_of[id(j)] = task
+        if not tasks:
+            return
+        flow = self._flow if self.opt.workers < 2 or len(tasks) < 2 else self._worker_flow
+        self._map(lambda task: [j.run(flow) for j in task], tasks)
+        for key, val in list(self._flows.items()):
+            if isinstance(val, _FlowJob):
+                self._flows[key] = val.result  # in place: the order of the kept flows is unchanged
+
+    def _pair_result(self, plan: tuple[object, object]) -> tuple[np.ndarray, np.ndarray]:
+        """The forward flow of a :meth:`_plan_pair` whose jobs ran, and its forward-backward confidence."""
+        fwd, bwd = (j.result if isinstance(j, _FlowJob) else j for j in plan)
         H, W = fwd.shape[:2]
         mx, my = _sample_maps(fwd)
         back = cv2.remap(bwd, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(1e4, 1e4))
@@ -162,39 +235,66 @@ class ClassicalFlow(CorrespondenceSource):
 
     def update(self, frames_i: list[FrameData], frames_j: list[FrameData], coords: torch.Tensor,
                state=None) -> EdgeUpdate:
+        """Correspondences of the edges ``(frames_i[e], frames_j[e])`` (see the module docstring).
+
+        Edges not measured before are measured in order, with the DIS work of independent pairs
+        on the workers (``workers``): the result is that of measuring them one by one.  An edge
+        whose estimate gives no motion starts from kept flows chained through a frame in between
+        (:meth:`_chained`): it waits for the edges before it."""
         s = self.stride
-        targets, weights = [], []
+        keys = [(a.index, b.index) for a, b in zip(frames_i, frames_j)]
+        with self._lock:
+            hits: list = [self._cache.get(k) for k in keys]
+        starts: dict[int, tuple[np.ndarray | None, bool]] = {}  # edge -> (DIS start, no motion)
         for e, (a, b) in enumerate(zip(frames_i, frames_j)):
-            key = (a.index, b.index)
-            with self._lock:
-                hit = self._cache.get(key)
-            if hit is None:
-                init, no_motion = None, False
-                if self.opt.init_from_coords and coords is not None:
-                    c = coords[e].detach().cpu()
-                    # e.g. the initial identity poses: the reprojection is the pixel grid itself
-                    no_motion = float((c - identity_coords(1, *c.shape[:2], c.dtype)[0]).abs().max()) <= 1e-4
-                    if not no_motion:
-                        init = _upsample_flow(c.numpy(), a.image.shape[:2], s)
-                with self._lock:
-                    if no_motion:  # the estimate says nothing of the motion: chain the kept flows
-                        init = self._chained(a.index, b.index)
-                    fwd, conf = self.pair(a, b, init)
-                tgt, wt = flow_to_feature(fwd, conf, s)
-                wt = np.where(wt < self.opt.min_confidence, 0.0, wt).astype(np.float32)
-                if self.opt.epipolar_px > 0:
-                    wt = wt * epipolar_inliers(tgt, wt, self.opt.epipolar_px, self.opt.min_confidence)
-                hit = (tgt, wt)
-                with self._lock:
-                    self._cache[key] = hit
-                    if len(self._cache) > self.opt.cache_size:
-                        self._cache.popitem(last=False)
-            targets.append(hit[0])
-            weights.append(hit[1])
-        target = torch.from_numpy(np.stack(targets))
-        weight = torch.from_numpy(np.stack(weights))[..., None].expand(-1, -1, -1, 2).contiguous()
+            if hits[e] is not None:
+                continue
+            init, no_motion = None, False
+            if self.opt.init_from_coords and coords is not None:
+                c = coords[e].detach().cpu()
+                # e.g. the initial identity poses: the reprojection is the pixel grid itself
+                no_motion = float((c - identity_coords(1, *c.shape[:2], c.dtype)[0]).abs().max()) <= 1e-4
+                if not no_motion:
+                    init = _upsample_flow(c.numpy(), a.image.shape[:2], s)
+            starts[e] = (init, no_motion)
+        with self._lock:
+            batch: list[tuple[int, tuple[object, object]]] = []  # edges planned, not yet finished
+
+            def finish() -> None:
+                self._run_jobs([plan for _, plan in batch])
+                for e, plan in batch:
+                    fwd, conf = self._pair_result(plan)
+                    self._store_edge(keys[e], fwd, conf)
+                batch.clear()
+
+            for e, (init, no_motion) in starts.items():
+                a, b = frames_i[e], frames_j[e]
+                if keys[e] in self._cache:  # the same pair earlier in this call
+                    continue
+                if any(keys[k] == keys[e] for k, _ in batch):
+                    continue
+                if no_motion:  # the estimate says nothing of the motion: chain the flows kept so far
+                    finish()
+                    init = self._chained(a.index, b.index)
+                batch.append((e, self._plan_pair(a, b, init)))
+                if no_motion:
+                    finish()
+            finish()
+            hits = [self._cache[k] if h is None else h for k, h in zip(keys, hits)]
+        target = torch.from_numpy(np.stack([h[0] for h in hits]))
+        weight = torch.from_numpy(np.stack([h[1] for h in hits]))[..., None].expand(-1, -1, -1, 2).contiguous()
         dev = coords.device if coords is not None else "cpu"
         return EdgeUpdate(target=target.to(dev), weight=weight.to(dev))
+
+    def _store_edge(self, key: tuple[int, int], fwd: np.ndarray, conf: np.ndarray) -> None:
+        """Feature-resolution target and weight of a measured pair, into the cache (lock held)."""
+        tgt, wt = flow_to_feature(fwd, conf, self.stride)
+        wt = np.where(wt < self.opt.min_confidence, 0.0, wt).astype(np.float32)
+        if self.opt.epipolar_px > 0:
+            wt = wt * epipolar_inliers(tgt, wt, self.opt.epipolar_px, self.opt.min_confidence)
+        self._cache[key] = (tgt, wt)
+        if len(self._cache) > self.opt.cache_size:
+            self._cache.popitem(last=False)
 
     def frame_edge(self, keyframe: FrameData, frame: FrameData, accurate: bool = False) -> EdgeUpdate:
         """Correspondences keyframe -> tracked frame (one edge), right after :meth:`mean_flow`.
@@ -250,8 +350,9 @@ class ClassicalFlow(CorrespondenceSource):
         win = (self.opt.refine_window, self.opt.refine_window)
         crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, self.opt.refine_iters, self.opt.refine_eps)
         flags = cv2.OPTFLOW_USE_INITIAL_FLOW
-        targets, weights = [], []
-        for e, (a, b) in enumerate(zip(frames_i, frames_j)):
+
+        def track(e: int) -> tuple[np.ndarray, np.ndarray]:
+            a, b = frames_i[e], frames_j[e]
             H, W = a.features.shape[:2]
             p1 = np.array(init[e], dtype=np.float32)  # a copy: OpenCV writes into the initial points
             p1, st1, _ = cv2.calcOpticalFlowPyrLK(a.features, b.features, p0, p1, winSize=win,
@@ -268,8 +369,10 @@ class ClassicalFlow(CorrespondenceSource):
             tgt = np.where(ok[..., None], tgt, np.stack([u, v], -1))
             if self.opt.epipolar_px > 0:
                 wt = wt * epipolar_inliers(tgt, wt, self.opt.epipolar_px, self.opt.min_confidence)
-            targets.append(tgt)
-            weights.append(wt)
+            return tgt, wt
+
+        # each edge on its own: on the workers, in any order, with the same result
+        targets, weights = zip(*self._map(track, list(range(E)))) if E else ((), ())
         target = torch.from_numpy(np.stack(targets)).to(coords.device)
         weight = torch.from_numpy(np.stack(weights))[..., None].expand(-1, -1, -1, 2).contiguous().to(coords.device)
         return EdgeUpdate(target=target, weight=weight)
@@ -280,6 +383,22 @@ class ClassicalFlow(CorrespondenceSource):
             for cache in (self._cache, self._flows, self._inits):
                 for key in [k for k in cache if index in k]:
                     del cache[key]
+
+
+class _FlowJob:
+    """A DIS flow to compute: a -> b from ``init`` (None: from zero), or, with ``reverse_of``, from
+    that flow reversed (the backward flow of a forward-backward check)."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, init: np.ndarray | None, reverse_of: object = None) -> None:
+        self.a, self.b, self.init, self.reverse_of = a, b, init, reverse_of
+        self.result: np.ndarray | None = None
+
+    def run(self, flow: Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]) -> None:
+        init = self.init
+        if self.reverse_of is not None:
+            fwd = self.reverse_of.result if isinstance(self.reverse_of, _FlowJob) else self.reverse_of
+            init = -cv2.remap(fwd, *_sample_maps(fwd), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        self.result = flow(self.a, self.b, init)
 
 
 def epipolar_inliers(target: np.ndarray, weight: np.ndarray, thresh: float, min_weight: float) -> np.ndarray:

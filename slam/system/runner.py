@@ -63,9 +63,24 @@ def resolve_intrinsics(seq: Sequence, cfg: DictConfig, width: int, height: int) 
     return Intrinsics.default_for(width, height, float(ic.get("focal_guess", 1.0))), False
 
 
+def run_threads(cfg: DictConfig) -> int:
+    """Torch intra-op threads of a run: the correspondence config's own ``threads`` where it has
+    one (``learned``; 0 there: torch's default), else the run's ``threads``."""
+    n = cfg.correspondence.get("threads", None)
+    if n is None:
+        n = cfg.get("threads", 0)
+    try:
+        return int(n or 0)
+    except (TypeError, ValueError):
+        raise InputError(f"bad configuration: threads must be an integer, got {n!r}") from None
+
+
 def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
                  on_keyframe: Callable[[KeyframeStore], None] | None = None) -> Reconstruction:
     """Track ``seq`` with the configuration ``cfg`` (``configs/run.yaml``).
+
+    The frontend and backend threads run torch with :func:`run_threads` intra-op threads; the
+    final refinement and the filler, which run alone in the calling thread, with the caller's.
 
     Args:
         seq: any reader's sequence.
@@ -101,6 +116,7 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
                           torch.tensor([K_proc.fx, K_proc.fy, K_proc.cx, K_proc.cy]), focal_known, device)
     prior = PriorTerm.from_config(cfg.depth.prior, stride, n_total) if "depth" in cfg else None
     ba_lock = threading.Lock()
+    n_threads = run_threads(cfg)
     frontend = Frontend(store, source, fopt, LMOptions(**{**vars(lm), "iters": fopt.local_iters}), ba_lock, mopt, prior)
     backend = Backend(store, source, frontend, bopt, lm, ba_lock, mopt, prior)
 
@@ -142,12 +158,16 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
         except BaseException as e:
             errors.append(e)
 
+    interrupted = False
+    bar = _bar(n_total, "tracking", progress)
+    # torch's intra-op thread count is process-wide; a thread takes up the count current when it starts
+    caller_threads = torch.get_num_threads()
+    if n_threads > 0:
+        torch.set_num_threads(n_threads)
     worker = threading.Thread(target=frontend_loop, name="slam-frontend", daemon=True)
     worker.start()
     if bopt.enabled and not bopt.inline:
         backend.start()
-    interrupted = False
-    bar = _bar(n_total, "tracking", progress)
     try:
         for frame in seq:
             img = prepare(frame)
@@ -176,6 +196,7 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
         backend.stop()
         if backend.is_alive():
             backend.join()
+        torch.set_num_threads(caller_threads)  # the final refinement and the filler: the caller's count
         bar.close()
     if errors:
         raise errors[0]
@@ -223,6 +244,7 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
         if fbar is not None:
             fbar.close()
     kept.clear()
+    source.close()
     if prior is not None:
         prior.close()
     frame_motion = motion_of_frames(snap, store.feature_intrinsics(), poses, ids_arr, tracks, mopt)
