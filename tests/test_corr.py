@@ -109,6 +109,26 @@ def test_workers_measure_as_one_thread_would():
     assert all(float(err[e][ok[e]].median()) < 1.0 for e in range(len(pairs)))
 
 
+def test_motion_filter_flows_started_ahead():
+    """`ahead` (the reader thread) starts each frame's DIS flow from the frame before on the workers;
+    the motion filter then uses it instead of computing it: the same mean flows, and no DIS work left
+    in the tracking thread; a keyframe that is not the frame before is measured on the spot."""
+    world = make_world(seed=14, scene="room", motion="handheld", frames=10, width=160, height=120, focal=130.0)
+    one = ClassicalFlow(ClassicalOptions(workers=1))
+    two = ClassicalFlow(ClassicalOptions(workers=2))
+    f1 = [one.prepare(k, world[k].image) for k in range(8)]
+    f2 = [two.ahead(k, world[k].image) for k in range(8)]
+    # keyframe 0 for frames 1-4, then frame 4 becomes the keyframe; frame 7 is measured from 5 (not the frame before)
+    schedule = [(0, 1), (0, 2), (0, 3), (0, 4), (4, 5), (4, 6), (5, 7)]
+    m1 = [one.mean_flow(f1[a], f1[b]) for a, b in schedule]
+    m2 = [two.mean_flow(f2[a], f2[b]) for a, b in schedule]
+    assert m1 == m2 and m1[3] > m1[0] > 0
+    assert two._dis.calls == 1  # only (5, 7): every other flow was ready
+    assert two.dis_calls == 7 + 1  # frames 1-7 from the frame before, ahead, and (5, 7)
+    two.close()
+    assert not two._ahead
+
+
 def _grey(world, k: int) -> np.ndarray:
     import cv2
 

@@ -102,6 +102,13 @@ class CorrespondenceSource(ABC):
         refinement and the filler's re-measurement ask for it)."""
         raise NotImplementedError(f"{self.name} does not refine its correspondences")
 
+    def ahead(self, index: int, image: np.ndarray) -> FrameData | None:
+        """Called by the reader thread for every frame of the tracking stream, in order, before the
+        frontend sees it: a source may prepare the frame there and start work that needs only the
+        consecutive frames (classical: the motion filter's flow).  Returns the prepared frame for
+        the frontend, or None (the default: the frontend calls :meth:`prepare` itself)."""
+        return None
+
     def close(self) -> None:
         """Release what the source holds beyond its results (worker threads); it stays usable."""
 

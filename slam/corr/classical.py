@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -77,12 +77,17 @@ class ClassicalFlow(CorrespondenceSource):
         self._dis = DISFlow(self.opt.preset)
         self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()  # the DIS object and the cache are shared by the threads
-        # motion filter: (keyframe index, composed flow keyframe -> last frame, last frame's grey image)
-        self._track: tuple[int, np.ndarray, np.ndarray] | None = None
+        # motion filter: (keyframe index, composed flow keyframe -> last frame, last frame's grey image, its index)
+        self._track: tuple[int, np.ndarray, np.ndarray, int] | None = None
         self._textured: tuple[int, np.ndarray] | None = None  # (keyframe index, its textured-pixel mask)
         self._inits: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # composed flows, DIS inits
         self._flows: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # raw flows a -> b
         self._pool: ThreadPoolExecutor | None = None  # the workers (created on first use)
+        # the motion filter's consecutive flows started ahead by the reader thread (:meth:`ahead`):
+        # (previous frame index, frame index) -> future flow, and the last frame seen there
+        self._ahead: dict[tuple[int, int], Future] = {}
+        self._ahead_last: FrameData | None = None
+        self._ahead_lock = threading.Lock()
         self._worker_dis: list[DISFlow] = []  # one DIS object per worker thread
         self._local = threading.local()
 
@@ -100,11 +105,11 @@ class ClassicalFlow(CorrespondenceSource):
         with self._lock:
             tr = self._track
             if tr is not None and tr[0] == a.index:
-                step = self._flow(tr[2], b.features, None)
+                step = self._consecutive(tr[3], tr[2], b)
                 flow = compose_flows(tr[1], step)
             else:
-                flow = self._flow(a.features, b.features, None)
-            self._track = (a.index, flow, b.features)
+                flow = self._consecutive(a.index, a.features, b)
+            self._track = (a.index, flow, b.features, b.index)
             self._inits[(a.index, b.index)] = flow
             while len(self._inits) > self.opt.flow_cache:
                 self._inits.popitem(last=False)
@@ -117,6 +122,29 @@ class ClassicalFlow(CorrespondenceSource):
 
     def prepare(self, index: int, image: np.ndarray) -> FrameData:
         return FrameData(index=index, image=image, features=cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+
+    def ahead(self, index: int, image: np.ndarray) -> FrameData:
+        """Prepare a frame of the tracking stream and, with ``workers`` >= 2, start the DIS flow from
+        the frame before it on the workers: the motion filter (:meth:`mean_flow`) measures every frame
+        from the frame before (or from the keyframe, when that is the frame before), so that flow is
+        ready, computed while the frontend adjusts, when the frame's turn comes."""
+        fd = self.prepare(index, image)
+        if self.opt.workers >= 2:
+            with self._ahead_lock:
+                prev, self._ahead_last = self._ahead_last, fd
+                if prev is not None:
+                    self._ahead[(prev.index, index)] = self._workers().submit(
+                        self._worker_flow, prev.features, fd.features, None)
+        return fd
+
+    def _consecutive(self, a_index: int, a: np.ndarray, b: FrameData) -> np.ndarray:
+        """DIS flow from zero, grey image ``a`` (input frame ``a_index``) -> frame b: the one started
+        by :meth:`ahead` when there is one (the same inputs, so the same flow), else computed now."""
+        with self._ahead_lock:
+            fut = self._ahead.pop((a_index, b.index), None)
+            for key in [k for k in self._ahead if k[1] <= b.index]:  # frames gone by (never asked for)
+                del self._ahead[key]
+        return fut.result() if fut is not None else self._flow(a, b.features, None)
 
     @property
     def dis_calls(self) -> int:
@@ -133,9 +161,12 @@ class ClassicalFlow(CorrespondenceSource):
         which worker computes it does not matter)."""
         if self.opt.workers < 2 or len(items) < 2:
             return [fn(x) for x in items]
+        return list(self._workers().map(fn, items))
+
+    def _workers(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(int(self.opt.workers), thread_name_prefix="classical-flow")
-        return list(self._pool.map(fn, items))
+        return self._pool
 
     def _worker_flow(self, a: np.ndarray, b: np.ndarray, init: np.ndarray | None) -> np.ndarray:
         """DIS flow a -> b on the calling worker thread's own DIS object."""
@@ -147,6 +178,9 @@ class ClassicalFlow(CorrespondenceSource):
 
     def close(self) -> None:
         """Stop the worker threads (a later call starts them again)."""
+        with self._ahead_lock:
+            self._ahead.clear()
+            self._ahead_last = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -12,7 +12,7 @@ import pypose as pp
 import torch
 
 from slam.ba.dense_ba import BAResult, LMOptions
-from slam.corr.base import CorrespondenceSource, EdgeUpdate
+from slam.corr.base import CorrespondenceSource, EdgeUpdate, FrameData
 from slam.geometry.twoview import rotation_parallax
 from slam.system.graph import FrameGraph, frame_distance
 from slam.system.depth_prior import PriorTerm
@@ -92,10 +92,11 @@ class Frontend:
         self.new_keyframes = 0  # since the backend last ran (the backend resets it)
 
     # --------------------------------------------------------------- tracking
-    def track(self, index: int, timestamp: float, image: np.ndarray) -> bool:
-        """Process one frame (processing resolution RGB); returns True if it became a keyframe."""
+    def track(self, index: int, timestamp: float, image: np.ndarray, fd: FrameData | None = None) -> bool:
+        """Process one frame (processing resolution RGB; ``fd``: already prepared by the source's
+        :meth:`~slam.corr.base.CorrespondenceSource.ahead`); returns True if it became a keyframe."""
         self.frames_seen += 1
-        fd = self.source.prepare(index, image)
+        fd = fd if fd is not None else self.source.prepare(index, image)
         s = self.store
         if s.n == 0:
             self._add_keyframe(fd, timestamp, pp.identity_SE3(1, dtype=s.dtype).tensor()[0], 1.0)

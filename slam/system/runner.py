@@ -147,8 +147,8 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
                 item = frames_q.get()
                 if item is _STOP:
                     return
-                idx, ts, img = item
-                if frontend.track(idx, ts, img):
+                idx, ts, img, fd = item
+                if frontend.track(idx, ts, img, fd):
                     if on_keyframe is not None:
                         on_keyframe(store)
                     if bopt.enabled and bopt.inline:
@@ -171,11 +171,12 @@ def run_sequence(seq: Sequence, cfg: DictConfig, *, progress: bool = True,
     try:
         for frame in seq:
             img = prepare(frame)
+            fd = source.ahead(frame.index, img)  # the source's per-frame work that can run ahead of tracking
             while True:
                 if errors:
                     raise errors[0]
                 try:
-                    frames_q.put((frame.index, frame.timestamp, img), timeout=0.1)
+                    frames_q.put((frame.index, frame.timestamp, img, fd), timeout=0.1)
                     break
                 except queue.Full:
                     continue
