@@ -293,19 +293,17 @@ class ClassicalFlow(CorrespondenceSource):
             starts[e] = (init, no_motion)
         with self._lock:
             batch: list[tuple[int, tuple[object, object]]] = []  # edges planned, not yet finished
+            measured: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
             def finish() -> None:
                 self._run_jobs([plan for _, plan in batch])
                 for e, plan in batch:
-                    fwd, conf = self._pair_result(plan)
-                    self._store_edge(keys[e], fwd, conf)
+                    measured[keys[e]] = self._store_edge(keys[e], *self._pair_result(plan))
                 batch.clear()
 
             for e, (init, no_motion) in starts.items():
                 a, b = frames_i[e], frames_j[e]
-                if keys[e] in self._cache:  # the same pair earlier in this call
-                    continue
-                if any(keys[k] == keys[e] for k, _ in batch):
+                if keys[e] in measured or any(keys[k] == keys[e] for k, _ in batch):  # a pair repeated in this call
                     continue
                 if no_motion:  # the estimate says nothing of the motion: chain the flows kept so far
                     finish()
@@ -314,14 +312,14 @@ class ClassicalFlow(CorrespondenceSource):
                 if no_motion:
                     finish()
             finish()
-            hits = [self._cache[k] if h is None else h for k, h in zip(keys, hits)]
+            hits = [measured[k] if h is None else h for k, h in zip(keys, hits)]
         target = torch.from_numpy(np.stack([h[0] for h in hits]))
         weight = torch.from_numpy(np.stack([h[1] for h in hits]))[..., None].expand(-1, -1, -1, 2).contiguous()
         dev = coords.device if coords is not None else "cpu"
         return EdgeUpdate(target=target.to(dev), weight=weight.to(dev))
 
-    def _store_edge(self, key: tuple[int, int], fwd: np.ndarray, conf: np.ndarray) -> None:
-        """Feature-resolution target and weight of a measured pair, into the cache (lock held)."""
+    def _store_edge(self, key: tuple[int, int], fwd: np.ndarray, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feature-resolution target and weight of a measured pair, into the cache (lock held) and returned."""
         tgt, wt = flow_to_feature(fwd, conf, self.stride)
         wt = np.where(wt < self.opt.min_confidence, 0.0, wt).astype(np.float32)
         if self.opt.epipolar_px > 0:
@@ -329,6 +327,7 @@ class ClassicalFlow(CorrespondenceSource):
         self._cache[key] = (tgt, wt)
         if len(self._cache) > self.opt.cache_size:
             self._cache.popitem(last=False)
+        return tgt, wt
 
     def frame_edge(self, keyframe: FrameData, frame: FrameData, accurate: bool = False) -> EdgeUpdate:
         """Correspondences keyframe -> tracked frame (one edge), right after :meth:`mean_flow`.
