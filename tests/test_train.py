@@ -193,12 +193,23 @@ def test_slam_adapt_writes_loadable_weights(tiny_video, weights, tmp_path, capsy
     model, prov = load_checkpoint(out)
     extra = prov["extra"]
     assert extra["note"] == f"adapted from {weights} on {tiny_video}"
-    assert extra["adapt"]["steps"]["selfsup"] >= 1 and extra["adapt"]["steps"]["ba"] >= 1
+    # selfsup_share is 0 by default: BA fine-tuning only
+    assert extra["adapt"]["steps"]["selfsup"] == 0 and extra["adapt"]["steps"]["ba"] >= 1
     assert extra["adapt"]["resolution"] == [128, 96]
     base, _ = load_checkpoint(weights)
     changed = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
     assert changed
 
+
+
+def test_slam_adapt_runs_both_phases_when_asked(tiny_video, weights, tmp_path, capsys):
+    """`selfsup_share` above 0: self-supervised pairs first (at least one step), then BA fine-tuning."""
+    out = tmp_path / "adapted.pt"
+    rc = main(["adapt", str(tiny_video), "--weights", str(weights), "--out", str(out), "--time", "4", "--quiet",
+               "image.pixels=12288", "loss.iters=2", "clips.frames=3", "selfsup_share=0.25"])
+    assert rc == 0, capsys.readouterr().err
+    steps = load_checkpoint(out)[1]["extra"]["adapt"]["steps"]
+    assert steps["selfsup"] >= 1 and steps["ba"] >= 1
 
 def test_slam_adapt_bad_inputs(tiny_video, weights, tmp_path, capsys):
     rc = main(["adapt", str(tmp_path / "missing.mp4"), "--weights", str(weights), "--out", str(tmp_path / "o.pt")])

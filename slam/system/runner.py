@@ -65,7 +65,7 @@ def resolve_intrinsics(seq: Sequence, cfg: DictConfig, width: int, height: int) 
 
 def run_threads(cfg: DictConfig) -> int:
     """Torch intra-op threads of a run: the correspondence config's own ``threads`` where it has
-    one (``learned``; 0 there: torch's default), else the run's ``threads``."""
+    one (``learned``), else the run's ``threads``; 0: the caller's count, unchanged."""
     n = cfg.correspondence.get("threads", None)
     if n is None:
         n = cfg.get("threads", 0)

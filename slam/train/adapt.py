@@ -14,7 +14,8 @@ Two phases, sharing one optimiser (AdamW, constant learning rate):
    are fitted to their reprojection.
 
 The classical reconstruction counts against the time budget; when it has
-fewer than two keyframes (or fails), phase 1 continues instead.  At least one
+fewer than two keyframes (or fails), phase 1 continues instead.  Phase 1 runs
+only when ``selfsup_share`` is above 0 (or as that fallback).  At least one
 step of each phase that runs is taken, so a tiny budget may be overrun.
 
 The output is a normal checkpoint (:func:`slam.net.save_checkpoint`) whose
@@ -169,8 +170,9 @@ def adapt(video: str | Path, weights: str | Path, out: str | Path, cfg: DictConf
             history["selfsup"].append(m["loss"])
             tick("selfsup", m["loss"])
 
-    # phase 1: self-supervised pairs
-    selfsup_until(t_start + float(cfg.selfsup_share) * budget)
+    # phase 1: self-supervised pairs (none at selfsup_share 0)
+    if float(cfg.selfsup_share) > 0:
+        selfsup_until(t_start + float(cfg.selfsup_share) * budget)
     # phase 2: BA fine-tuning against the classical reconstruction (phase 1 goes on when there is none)
     note = ""
     t_end = t_start + budget
