@@ -36,7 +36,7 @@ class LearnedOptions:
 
     weights: str = "weights/corrnet_small.pt"  #: checkpoint; relative paths resolve against the repo / package
     device: str = "cpu"           #: torch device of the network
-    threads: int = 0              #: torch intra-op threads (0: leave torch's default)
+    threads: int = 0              #: torch intra-op threads while tracking, set by the runner (slam.system.runner.run_threads; 0: the caller's)
     filter_iters: int = 2         #: flow-mode iterations of the motion filter
     track_iters: int = 4          #: further flow-mode iterations of a non-keyframe's record (filler)
     rounds: int = 3               #: update -> BA rounds per BA call of the frontend and backend
@@ -72,8 +72,6 @@ class LearnedFlow(CorrespondenceSource):
             raise InputError(f"correspondence=learned: weights {o.weights} not found "
                              "(train them with `slam train`, or pass correspondence.weights=FILE)")
         self.device = torch.device(o.device)
-        if o.threads > 0:
-            torch.set_num_threads(int(o.threads))
         self.model, self.provenance = load_checkpoint(path, map_location=self.device)
         self.weights_path = path
         self._lock = threading.Lock()
